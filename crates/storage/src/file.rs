@@ -1,0 +1,219 @@
+//! On-disk format of `acceptor.log`:
+//!
+//! ```text
+//! header:  b"SYNODACC" | u32 LE format version
+//! record:  u32 LE payload length | u32 LE crc32(payload) | payload (bincode Record)
+//! ```
+//!
+//! A crash can leave the last record torn (short, or with a bad checksum and
+//! nothing after it). That record was never synced, so nothing depending on
+//! it was revealed: it is cut off on open. A bad record with more data after
+//! it is corruption of the durable prefix, and opening fails naming the file
+//! and offset, because starting without a promise we revealed could break
+//! safety.
+
+use crate::{AcceptorState, AcceptorStorage, Record, StorageError};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"SYNODACC";
+const FORMAT: u32 = 1;
+const HEADER: u64 = 12;
+/// No single record may claim more than this; a larger length is garbage.
+const MAX_RECORD: u32 = 64 * 1024 * 1024;
+
+pub struct FileStorage {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl FileStorage {
+    /// Opens (creating if needed) `dir/acceptor.log`.
+    pub fn open(dir: &Path) -> Result<FileStorage, StorageError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StorageError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let path = dir.join("acceptor.log");
+        let fresh = !path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        if fresh || file.metadata().map_err(io(&path))?.len() == 0 {
+            let mut h = Vec::with_capacity(HEADER as usize);
+            h.extend_from_slice(MAGIC);
+            h.extend_from_slice(&FORMAT.to_le_bytes());
+            file.write_all(&h).map_err(io(&path))?;
+            file.sync_all().map_err(io(&path))?;
+            // The new directory entry must be durable too, or a crash could
+            // lose the whole file after we already acted on its contents.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
+        }
+        Ok(FileStorage {
+            out: BufWriter::with_capacity(1 << 16, file),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, source: std::io::Error) -> StorageError {
+        StorageError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, offset: u64, reason: impl Into<String>) -> StorageError {
+        StorageError::Corrupt {
+            path: self.path.clone(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    /// Reads every intact record; returns them and the offset where the
+    /// intact prefix ends.
+    fn scan(&self) -> Result<(Vec<Record>, u64, u64), StorageError> {
+        let mut buf = Vec::new();
+        File::open(&self.path)
+            .and_then(|mut f| f.read_to_end(&mut buf))
+            .map_err(|e| self.io(e))?;
+        if buf.len() < HEADER as usize || &buf[..8] != MAGIC {
+            return Err(self.corrupt(0, "missing or wrong file header"));
+        }
+        let format = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        if format != FORMAT {
+            return Err(self.corrupt(8, format!("unknown format version {format}")));
+        }
+        let total = buf.len() as u64;
+        let mut records = Vec::new();
+        let mut off = HEADER as usize;
+        while off < buf.len() {
+            let rest = &buf[off..];
+            if rest.len() < 8 {
+                break; // torn header of the last record
+            }
+            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+            if len > MAX_RECORD {
+                if rest.len() as u64 <= 8 + MAX_RECORD as u64 {
+                    break; // garbage length in the tail: torn
+                }
+                return Err(self.corrupt(off as u64, format!("record length {len} too large")));
+            }
+            let end = 8 + len as usize;
+            if rest.len() < end {
+                break; // torn payload
+            }
+            let payload = &rest[8..end];
+            if crc32fast::hash(payload) != crc {
+                if rest.len() == end {
+                    break; // torn: checksum of the very last record
+                }
+                return Err(self.corrupt(off as u64, "checksum mismatch"));
+            }
+            let record: Record = synod_codec::decode(payload)
+                .map_err(|e| self.corrupt(off as u64, e.to_string()))?;
+            records.push(record);
+            off += end;
+        }
+        Ok((records, off as u64, total))
+    }
+}
+
+impl AcceptorStorage for FileStorage {
+    fn load(&mut self) -> Result<AcceptorState, StorageError> {
+        self.out.flush().map_err(|e| self.io(e))?;
+        let (records, good, total) = self.scan()?;
+        if good < total {
+            tracing::warn!(path = %self.path.display(), offset = good, dropped = total - good,
+                "discarding torn final record");
+            let f = self.out.get_mut();
+            f.set_len(good).map_err(|e| StorageError::Io { path: self.path.clone(), source: e })?;
+            f.seek(SeekFrom::End(0)).map_err(|e| StorageError::Io { path: self.path.clone(), source: e })?;
+            f.sync_all().map_err(|e| StorageError::Io { path: self.path.clone(), source: e })?;
+        }
+        let mut st = AcceptorState::default();
+        for r in records {
+            st.apply(r);
+        }
+        Ok(st)
+    }
+
+    fn append(&mut self, records: &[Record]) -> Result<(), StorageError> {
+        for r in records {
+            let payload = synod_codec::encode(r).map_err(|e| StorageError::Encode(e.to_string()))?;
+            let len = u32::try_from(payload.len())
+                .ok()
+                .filter(|l| *l <= MAX_RECORD)
+                .ok_or_else(|| StorageError::Encode(format!("record of {} bytes", payload.len())))?;
+            let mut head = [0u8; 8];
+            head[..4].copy_from_slice(&len.to_le_bytes());
+            head[4..].copy_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            self.out.write_all(&head).map_err(|e| self.io(e))?;
+            self.out.write_all(&payload).map_err(|e| self.io(e))?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.out.flush().map_err(|e| self.io(e))?;
+        self.out.get_ref().sync_data().map_err(|e| self.io(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_types::{Ballot, NodeId};
+
+    fn promise(r: u64) -> Record {
+        Record::Promise(Ballot::new(r, NodeId::new("n1")))
+    }
+
+    #[test]
+    fn torn_tail_is_discarded_and_prefix_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileStorage::open(dir.path()).unwrap();
+        s.append(&[promise(1), promise(2)]).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let path = dir.path().join("acceptor.log");
+        let len = std::fs::metadata(&path).unwrap().len();
+        // Cut the last record in half.
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
+        let mut s = FileStorage::open(dir.path()).unwrap();
+        assert_eq!(s.load().unwrap().promised.round, 1);
+        // And the log is writable again after the cut.
+        s.append(&[promise(7)]).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        assert_eq!(FileStorage::open(dir.path()).unwrap().load().unwrap().promised.round, 7);
+    }
+
+    #[test]
+    fn corruption_inside_prefix_names_file_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileStorage::open(dir.path()).unwrap();
+        s.append(&[promise(1), promise(2)]).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let path = dir.path().join("acceptor.log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER as usize + 9] ^= 0xFF; // inside the first record's payload
+        std::fs::write(&path, bytes).unwrap();
+        let err = FileStorage::open(dir.path()).unwrap().load().unwrap_err().to_string();
+        assert!(err.contains("acceptor.log"), "{err}");
+        assert!(err.contains("offset 12"), "{err}");
+    }
+}

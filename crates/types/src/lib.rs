@@ -1,0 +1,69 @@
+//! Shared vocabulary of Synod: node ids, ballots, slots, the values a slot can
+//! hold, the typed messages each role receives, and the [`StateMachine`] trait
+//! replicas drive.
+//!
+//! Message flow (names from the lecture deck: p1a/p1b/p2a/p2b):
+//!
+//! ```text
+//!  client ──RESP──▶ Replica ──Propose──▶ Proposer (leader)
+//!                                          │  phase 1 once per leadership:
+//!                                          ├── Prepare  (p1a) ──▶ Acceptor
+//!                                          │◀─ Promise  (p1b) ───┘   (durable first)
+//!                                          │  phase 2 per slot:
+//!                                          ├── Accept   (p2a) ──▶ Acceptor
+//!                                          │◀─ Accepted (p2b) ───┤   (durable first)
+//!                                                                 └─ Accepted ──▶ Learner
+//!                                                    majority in one ballot ⇒ chosen
+//!  client ◀──RESP── Replica ◀──Decide── Learner ──Chosen──▶ Proposers
+//!                 (applies slots strictly in order; the replica that took the
+//!                  request answers once it has applied the request's slot)
+//! ```
+//!
+//! Proposers also exchange `Heartbeat`s; a follower that hears none for a
+//! randomized election timeout runs phase 1 with a higher ballot.
+
+mod ballot;
+mod message;
+mod rng;
+mod state_machine;
+mod value;
+
+pub use ballot::{Ballot, NodeId, Slot};
+pub use message::{
+    AcceptorMsg, Envelope, LearnerMsg, Message, PromiseEntry, ProposerMsg, ReplicaMsg, Role,
+};
+pub use rng::SplitMix64;
+pub use state_machine::StateMachine;
+pub use value::{ClientId, Command, Value};
+
+/// Number of acceptors that form a majority of `n`.
+pub fn majority(n: usize) -> usize {
+    n / 2 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any two majorities of the same acceptor set intersect, which is
+        /// the fact every Paxos safety argument rests on.
+        #[test]
+        fn quorums_intersect(n in 1usize..12, a in any::<u64>(), b in any::<u64>()) {
+            let q = majority(n);
+            let pick = |mut seed: u64| {
+                let mut rng = SplitMix64::new(seed);
+                let mut set: Vec<usize> = (0..n).collect();
+                for i in (1..n).rev() {
+                    seed = rng.next_u64();
+                    set.swap(i, (seed % (i as u64 + 1)) as usize);
+                }
+                set.truncate(q);
+                set
+            };
+            let (qa, qb) = (pick(a), pick(b));
+            prop_assert!(qa.iter().any(|x| qb.contains(x)));
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! One inbound enum per role, so a message meant for an acceptor cannot be
+//! handed to a learner by mistake: [`Message`] only wraps them for the wire.
+
+use crate::{Ballot, Command, NodeId, Slot, Value};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The roles a node can host. A message's variant decides which one gets it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Debug)]
+pub enum Role {
+    Proposer,
+    Acceptor,
+    Learner,
+    Replica,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Proposer, Role::Acceptor, Role::Learner, Role::Replica];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Proposer => "proposer",
+            Role::Acceptor => "acceptor",
+            Role::Learner => "learner",
+            Role::Replica => "replica",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == s)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A message in flight between two nodes; the destination node is known to
+/// whoever routes it, the destination role is implied by `msg`.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Debug)]
+pub struct Envelope {
+    pub from: NodeId,
+    pub msg: Message,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize, Debug)]
+pub enum Message {
+    Acceptor(AcceptorMsg),
+    Proposer(ProposerMsg),
+    Learner(LearnerMsg),
+    Replica(ReplicaMsg),
+}
+
+impl Message {
+    pub fn role(&self) -> Role {
+        match self {
+            Message::Acceptor(_) => Role::Acceptor,
+            Message::Proposer(_) => Role::Proposer,
+            Message::Learner(_) => Role::Learner,
+            Message::Replica(_) => Role::Replica,
+        }
+    }
+}
+
+/// Messages an acceptor receives.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Debug)]
+pub enum AcceptorMsg {
+    /// p1a: "promise to ignore ballots below `ballot`, and tell me what you
+    /// accepted in every slot from `from_slot` on".
+    Prepare { ballot: Ballot, from_slot: Slot },
+    /// p2a: "accept `value` for `slot` in `ballot`".
+    Accept {
+        ballot: Ballot,
+        slot: Slot,
+        value: Value,
+    },
+}
+
+/// One slot an acceptor reports in its promise: what it accepted, in which ballot.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Debug)]
+pub struct PromiseEntry {
+    pub slot: Slot,
+    pub ballot: Ballot,
+    pub value: Value,
+}
+
+/// Messages a proposer receives.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Debug)]
+pub enum ProposerMsg {
+    /// p1b: the acceptor promised `ballot` and reports what it had accepted.
+    Promise {
+        ballot: Ballot,
+        accepted: Vec<PromiseEntry>,
+    },
+    /// p2b: the acceptor accepted `slot` in `ballot`.
+    Accepted { ballot: Ballot, slot: Slot },
+    /// The acceptor refused `ballot` because it promised the higher `promised`.
+    Preempted { ballot: Ballot, promised: Ballot },
+    /// Commands to get into the log, from a replica or forwarded by a
+    /// proposer that is not the leader.
+    Propose { commands: Vec<Command> },
+    /// Leader liveness and progress: every slot below `first_unchosen` is chosen.
+    Heartbeat { ballot: Ballot, first_unchosen: Slot },
+    /// A learner saw `slot` chosen.
+    Chosen { slot: Slot },
+}
+
+/// Messages a learner receives.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Debug)]
+pub enum LearnerMsg {
+    /// p2b copy for learners, carrying the value so the learner can announce it.
+    Accepted {
+        ballot: Ballot,
+        slot: Slot,
+        value: Value,
+    },
+    /// A replica asks for the decisions it lacks from `from_slot` on.
+    CatchUp { from_slot: Slot },
+}
+
+/// Messages a replica receives.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Debug)]
+pub enum ReplicaMsg {
+    /// `value` was chosen for `slot`; `ballot` names the leader that got it
+    /// chosen, which replicas use as their leader hint.
+    Decide {
+        slot: Slot,
+        ballot: Ballot,
+        value: Value,
+    },
+}

@@ -1,0 +1,17 @@
+use serde::{de::DeserializeOwned, Serialize};
+
+/// A deterministic state machine replicated by Synod.
+///
+/// Every replica feeds the same commands in the same order to its own copy,
+/// so `apply` must depend on nothing but the current state and the command:
+/// no clock, no randomness, no iteration over hash-ordered collections.
+pub trait StateMachine: Send + 'static {
+    type Command: Serialize + DeserializeOwned;
+    type Output: Serialize + DeserializeOwned;
+
+    fn apply(&mut self, command: Self::Command) -> Self::Output;
+
+    /// A short fingerprint of the whole state; replicas that applied the same
+    /// prefix of the log report the same digest.
+    fn digest(&self) -> u64;
+}
