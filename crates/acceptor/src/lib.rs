@@ -1,1 +1,236 @@
-//! todo
+//! The acceptor: Paxos' memory.
+//!
+//! [`Acceptor`] is the protocol logic, a pure function of its state and one
+//! message: it returns the [`Record`]s to make durable and the messages to
+//! send, and the caller must sync the records before sending any message
+//! (the [`actor`] shell does so with group commit). An acceptor
+//!
+//! - promises a ballot in reply to `Prepare` (p1a) only if it has not promised
+//!   a higher one, and reports everything it accepted from the proposer's
+//!   first unchosen slot on (p1b);
+//! - accepts a value in reply to `Accept` (p2a) only if it has not promised a
+//!   higher ballot, and tells the proposer and every learner (p2b);
+//! - answers a refused ballot with `Preempted`, naming the ballot it promised,
+//!   so the proposer can step down instead of retrying blindly.
+
+#[cfg(feature = "actor")]
+pub mod actor;
+
+use synod_storage::{AcceptorState, Record};
+use synod_types::{
+    AcceptorMsg, Ballot, LearnerMsg, Message, NodeId, PromiseEntry, ProposerMsg, Slot, Value,
+};
+
+/// Effects of handling one message. `persist` must be durable before any of
+/// `send` leaves the node.
+#[derive(Debug, Default, PartialEq)]
+pub struct Output {
+    pub persist: Vec<Record>,
+    pub send: Vec<(NodeId, Message)>,
+}
+
+pub struct Acceptor {
+    learners: Vec<NodeId>,
+    state: AcceptorState,
+}
+
+impl Acceptor {
+    /// `recovered` is what storage replayed; a fresh acceptor passes the default.
+    pub fn new(learners: Vec<NodeId>, recovered: AcceptorState) -> Self {
+        Acceptor {
+            learners,
+            state: recovered,
+        }
+    }
+
+    pub fn promised(&self) -> &Ballot {
+        &self.state.promised
+    }
+
+    pub fn accepted(&self, slot: Slot) -> Option<&(Ballot, Value)> {
+        self.state.accepted.get(&slot)
+    }
+
+    pub fn handle(&mut self, from: NodeId, msg: AcceptorMsg) -> Output {
+        match msg {
+            AcceptorMsg::Prepare { ballot, from_slot } => self.handle_prepare(from, ballot, from_slot),
+            AcceptorMsg::Accept {
+                ballot,
+                slot,
+                value,
+            } => self.handle_accept(from, ballot, slot, value),
+        }
+    }
+
+    fn handle_prepare(&mut self, from: NodeId, ballot: Ballot, from_slot: Slot) -> Output {
+        let mut out = Output::default();
+        if ballot < self.state.promised {
+            out.send.push((from, self.preempted(ballot)));
+            return out;
+        }
+        if ballot > self.state.promised {
+            self.state.promised = ballot.clone();
+            out.persist.push(Record::Promise(ballot.clone()));
+        }
+        let accepted = self
+            .state
+            .accepted
+            .range(from_slot..)
+            .map(|(slot, (b, v))| PromiseEntry {
+                slot: *slot,
+                ballot: b.clone(),
+                value: v.clone(),
+            })
+            .collect();
+        out.send
+            .push((from, Message::Proposer(ProposerMsg::Promise { ballot, accepted })));
+        out
+    }
+
+    fn handle_accept(&mut self, from: NodeId, ballot: Ballot, slot: Slot, value: Value) -> Output {
+        let mut out = Output::default();
+        if ballot < self.state.promised {
+            out.send.push((from, self.preempted(ballot)));
+            return out;
+        }
+        // A retransmitted p2a we already hold needs no second disk write,
+        // only a second answer (the first may have been lost).
+        let already = matches!(self.state.accepted.get(&slot), Some((b, v)) if *b == ballot && *v == value);
+        if !already {
+            self.state.promised = ballot.clone();
+            self.state.accepted.insert(slot, (ballot.clone(), value.clone()));
+            out.persist.push(Record::Accept {
+                slot,
+                ballot: ballot.clone(),
+                value: value.clone(),
+            });
+        }
+        for l in &self.learners {
+            out.send.push((
+                l.clone(),
+                Message::Learner(LearnerMsg::Accepted {
+                    ballot: ballot.clone(),
+                    slot,
+                    value: value.clone(),
+                }),
+            ));
+        }
+        out.send
+            .push((from, Message::Proposer(ProposerMsg::Accepted { ballot, slot })));
+        out
+    }
+
+    fn preempted(&self, ballot: Ballot) -> Message {
+        Message::Proposer(ProposerMsg::Preempted {
+            ballot,
+            promised: self.state.promised.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_types::{ClientId, Command};
+
+    fn b(r: u64, n: &str) -> Ballot {
+        Ballot::new(r, NodeId::new(n))
+    }
+    fn v(x: u8) -> Value {
+        Value::Batch(vec![Command { client: ClientId(9), seq: 1, op: vec![x].into() }])
+    }
+    fn acc() -> Acceptor {
+        Acceptor::new(vec![NodeId::new("l1")], AcceptorState::default())
+    }
+    fn prepare(a: &mut Acceptor, ballot: Ballot, from_slot: Slot) -> Output {
+        a.handle(ballot.node.clone(), AcceptorMsg::Prepare { ballot, from_slot })
+    }
+    fn accept(a: &mut Acceptor, ballot: Ballot, slot: Slot, value: Value) -> Output {
+        a.handle(ballot.node.clone(), AcceptorMsg::Accept { ballot, slot, value })
+    }
+
+    #[test]
+    fn promise_is_persisted_and_reports_accepted_from_slot() {
+        let mut a = acc();
+        accept(&mut a, b(1, "p1"), 3, v(3));
+        accept(&mut a, b(1, "p1"), 7, v(7));
+        let out = prepare(&mut a, b(2, "p2"), 4);
+        assert_eq!(out.persist, vec![Record::Promise(b(2, "p2"))]);
+        assert_eq!(
+            out.send,
+            vec![(
+                NodeId::new("p2"),
+                Message::Proposer(ProposerMsg::Promise {
+                    ballot: b(2, "p2"),
+                    accepted: vec![PromiseEntry { slot: 7, ballot: b(1, "p1"), value: v(7) }],
+                })
+            )]
+        );
+    }
+
+    #[test]
+    fn lower_ballots_are_refused_with_the_promised_one() {
+        let mut a = acc();
+        prepare(&mut a, b(5, "p2"), 0);
+        for out in [prepare(&mut a, b(4, "p1"), 0), accept(&mut a, b(5, "p1"), 0, v(1))] {
+            assert!(out.persist.is_empty(), "a refusal must not change durable state");
+            assert_eq!(
+                out.send,
+                vec![(
+                    NodeId::new("p1"),
+                    Message::Proposer(ProposerMsg::Preempted {
+                        ballot: out_ballot(&out),
+                        promised: b(5, "p2")
+                    })
+                )]
+            );
+        }
+        assert!(a.accepted(0).is_none());
+    }
+
+    fn out_ballot(out: &Output) -> Ballot {
+        match &out.send[0].1 {
+            Message::Proposer(ProposerMsg::Preempted { ballot, .. }) => ballot.clone(),
+            m => panic!("unexpected {m:?}"),
+        }
+    }
+
+    #[test]
+    fn accept_persists_then_tells_proposer_and_learners() {
+        let mut a = acc();
+        let out = accept(&mut a, b(1, "p1"), 0, v(1));
+        assert_eq!(out.persist, vec![Record::Accept { slot: 0, ballot: b(1, "p1"), value: v(1) }]);
+        assert_eq!(out.send.len(), 2);
+        assert!(out.send.contains(&(
+            NodeId::new("l1"),
+            Message::Learner(LearnerMsg::Accepted { ballot: b(1, "p1"), slot: 0, value: v(1) })
+        )));
+        assert!(out.send.contains(&(
+            NodeId::new("p1"),
+            Message::Proposer(ProposerMsg::Accepted { ballot: b(1, "p1"), slot: 0 })
+        )));
+        // Equal ballot to the promise is allowed; higher raises the promise.
+        accept(&mut a, b(3, "p2"), 1, v(2));
+        assert_eq!(a.promised(), &b(3, "p2"));
+        // A retransmission is answered again without a second disk write.
+        let again = accept(&mut a, b(3, "p2"), 1, v(2));
+        assert!(again.persist.is_empty());
+        assert_eq!(again.send.len(), 2);
+    }
+
+    #[test]
+    fn recovered_state_is_honoured() {
+        let mut st = AcceptorState::default();
+        st.apply(Record::Accept { slot: 2, ballot: b(4, "p1"), value: v(9) });
+        let mut a = Acceptor::new(vec![], st);
+        let out = prepare(&mut a, b(3, "p2"), 0);
+        assert!(matches!(out.send[0].1, Message::Proposer(ProposerMsg::Preempted { .. })));
+        let out = prepare(&mut a, b(5, "p2"), 0);
+        match &out.send[0].1 {
+            Message::Proposer(ProposerMsg::Promise { accepted, .. }) => {
+                assert_eq!(accepted, &vec![PromiseEntry { slot: 2, ballot: b(4, "p1"), value: v(9) }])
+            }
+            m => panic!("unexpected {m:?}"),
+        }
+    }
+}

@@ -1,1 +1,490 @@
-//! todo
+//! The proposer: leader election and getting commands into log slots.
+//!
+//! One proposer at a time acts as leader. Its life:
+//!
+//! ```text
+//!  Follower ──election timeout──▶ Candidate ──majority of Promise──▶ Leader
+//!     ▲                              │                                  │
+//!     └──── higher ballot seen (Preempted / Heartbeat) ◀────────────────┘
+//! ```
+//!
+//! - **Follower**: forwards `Propose` to the leader it knows and resets its
+//!   randomized election deadline on every heartbeat. Different proposers
+//!   draw different timeouts from their seeds, so after a leader dies one of
+//!   them usually runs alone, and dueling candidates back off to fresh random
+//!   deadlines instead of livelocking.
+//! - **Candidate**: picks a ballot above every ballot it has seen and sends
+//!   `Prepare(ballot, first_unchosen)` (p1a) to every acceptor.
+//! - **Leader**: on a majority of promises, re-proposes in every slot from
+//!   `first_unchosen` on the value with the highest ballot any promise
+//!   reported, fills the holes with `Noop`, and from then on runs only phase 2:
+//!   one `Accept` (p2a) per slot, up to `window` slots in flight, each slot
+//!   carrying a batch of queued commands. Batching is adaptive: an idle
+//!   leader proposes a command the moment it arrives; a busy one lets
+//!   commands pile up while the window is full and ships them together.
+//!
+//! Time is a tick counter advanced by [`Proposer::tick`]; randomness comes
+//! from the seed given to [`Proposer::new`].
+
+#[cfg(feature = "actor")]
+pub mod actor;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use synod_types::{
+    majority, AcceptorMsg, Ballot, Command, Message, NodeId, PromiseEntry, ProposerMsg, Slot,
+    SplitMix64, Value,
+};
+
+/// Tunables, in ticks of the caller's clock.
+#[derive(Clone, Debug)]
+pub struct ProposerConfig {
+    pub heartbeat_ticks: u64,
+    /// An election timeout is drawn from `[t, 2t)`.
+    pub election_timeout_ticks: u64,
+    /// Resend p1a/p2a to acceptors that have not answered after this long.
+    pub retransmit_ticks: u64,
+    /// Slots in phase 2 at once.
+    pub window: usize,
+    pub max_batch: usize,
+    pub max_batch_bytes: usize,
+    /// Commands waiting for the window; beyond this new ones are dropped
+    /// (the replica retries), so a stalled quorum cannot grow memory.
+    pub max_queue: usize,
+}
+
+impl Default for ProposerConfig {
+    fn default() -> Self {
+        ProposerConfig {
+            heartbeat_ticks: 5,
+            election_timeout_ticks: 30,
+            retransmit_ticks: 20,
+            window: 64,
+            max_batch: 512,
+            max_batch_bytes: 1 << 20,
+            max_queue: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Output {
+    pub send: Vec<(NodeId, Message)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    Follower,
+    Candidate,
+    Leader,
+}
+
+struct InFlight {
+    value: Value,
+    acks: BTreeSet<NodeId>,
+    sent_at: u64,
+}
+
+pub struct Proposer {
+    me: NodeId,
+    acceptors: Vec<NodeId>,
+    /// The other proposers (heartbeat targets).
+    peers: Vec<NodeId>,
+    cfg: ProposerConfig,
+    rng: SplitMix64,
+    now: u64,
+
+    phase: Phase,
+    /// Our ballot while candidate or leader.
+    ballot: Ballot,
+    /// Highest ballot seen from anyone; the next election goes above it.
+    max_seen: Ballot,
+    leader: Option<NodeId>,
+    deadline: u64,
+    next_heartbeat: u64,
+
+    /// Every slot below this is known chosen.
+    first_unchosen: Slot,
+    chosen_above: BTreeSet<Slot>,
+
+    promises: BTreeMap<NodeId, Vec<PromiseEntry>>,
+    prepare_sent_at: u64,
+    next_slot: Slot,
+    inflight: BTreeMap<Slot, InFlight>,
+    queue: VecDeque<Command>,
+}
+
+impl Proposer {
+    /// `proposers` lists every proposer of the cluster, `me` included.
+    pub fn new(
+        me: NodeId,
+        acceptors: Vec<NodeId>,
+        proposers: Vec<NodeId>,
+        cfg: ProposerConfig,
+        seed: u64,
+    ) -> Self {
+        let peers = proposers.into_iter().filter(|p| *p != me).collect();
+        let mut p = Proposer {
+            ballot: Ballot::new(0, me.clone()),
+            me,
+            acceptors,
+            peers,
+            cfg,
+            rng: SplitMix64::new(seed),
+            now: 0,
+            phase: Phase::Follower,
+            max_seen: Ballot::zero(),
+            leader: None,
+            deadline: 0,
+            next_heartbeat: 0,
+            first_unchosen: 0,
+            chosen_above: BTreeSet::new(),
+            promises: BTreeMap::new(),
+            prepare_sent_at: 0,
+            next_slot: 0,
+            inflight: BTreeMap::new(),
+            queue: VecDeque::new(),
+        };
+        p.reset_deadline();
+        p
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+    pub fn is_leader(&self) -> bool {
+        self.phase == Phase::Leader
+    }
+    pub fn leader(&self) -> Option<&NodeId> {
+        self.leader.as_ref()
+    }
+    pub fn ballot(&self) -> &Ballot {
+        &self.ballot
+    }
+    pub fn first_unchosen(&self) -> Slot {
+        self.first_unchosen
+    }
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn handle(&mut self, from: NodeId, msg: ProposerMsg) -> Output {
+        let mut out = Output::default();
+        match msg {
+            ProposerMsg::Promise { ballot, accepted } => {
+                self.handle_promise(from, ballot, accepted, &mut out)
+            }
+            ProposerMsg::Accepted { ballot, slot } => self.handle_accepted(from, ballot, slot, &mut out),
+            ProposerMsg::Preempted { promised, .. } => self.handle_preempted(promised, &mut out),
+            ProposerMsg::Propose { commands } => self.handle_propose(commands, &mut out),
+            ProposerMsg::Heartbeat {
+                ballot,
+                first_unchosen,
+            } => self.handle_heartbeat(from, ballot, first_unchosen, &mut out),
+            ProposerMsg::Chosen { slot } => {
+                self.mark_chosen(slot);
+                if self.inflight.remove(&slot).is_some() {
+                    self.fill_window(&mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// Advances the clock by one tick: elections, heartbeats, retransmissions.
+    pub fn tick(&mut self) -> Output {
+        self.now += 1;
+        let mut out = Output::default();
+        match self.phase {
+            Phase::Follower | Phase::Candidate if self.now >= self.deadline => {
+                self.start_election(&mut out)
+            }
+            Phase::Candidate if self.now - self.prepare_sent_at >= self.cfg.retransmit_ticks => {
+                self.prepare_sent_at = self.now;
+                let msg = self.prepare_msg();
+                for a in &self.acceptors {
+                    if !self.promises.contains_key(a) {
+                        out.send.push((a.clone(), msg.clone()));
+                    }
+                }
+            }
+            Phase::Leader => {
+                if self.now >= self.next_heartbeat {
+                    self.send_heartbeats(&mut out);
+                }
+                self.retransmit_accepts(&mut out);
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn reset_deadline(&mut self) {
+        let t = self.cfg.election_timeout_ticks.max(1);
+        self.deadline = self.now + self.rng.range(t, 2 * t);
+    }
+
+    fn prepare_msg(&self) -> Message {
+        Message::Acceptor(AcceptorMsg::Prepare {
+            ballot: self.ballot.clone(),
+            from_slot: self.first_unchosen,
+        })
+    }
+
+    fn start_election(&mut self, out: &mut Output) {
+        self.ballot = Ballot::new(self.max_seen.round + 1, self.me.clone());
+        self.max_seen = self.ballot.clone();
+        self.phase = Phase::Candidate;
+        self.leader = None;
+        self.promises.clear();
+        self.inflight.clear();
+        self.prepare_sent_at = self.now;
+        self.reset_deadline();
+        tracing_debug(&self.me, "candidate", &self.ballot);
+        let msg = self.prepare_msg();
+        for a in &self.acceptors {
+            out.send.push((a.clone(), msg.clone()));
+        }
+    }
+
+    fn handle_promise(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        accepted: Vec<PromiseEntry>,
+        out: &mut Output,
+    ) {
+        if self.phase != Phase::Candidate || ballot != self.ballot || !self.acceptors.contains(&from) {
+            return;
+        }
+        self.promises.insert(from, accepted);
+        if self.promises.len() >= majority(self.acceptors.len()) {
+            self.become_leader(out);
+        }
+    }
+
+    fn become_leader(&mut self, out: &mut Output) {
+        // For each slot, the value of the highest ballot any promise reported:
+        // if that slot was (or may yet be) chosen, this is its value.
+        let mut found: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
+        for entry in std::mem::take(&mut self.promises).into_values().flatten() {
+            if entry.slot < self.first_unchosen {
+                continue;
+            }
+            match found.get(&entry.slot) {
+                Some((b, _)) if *b >= entry.ballot => {}
+                _ => {
+                    found.insert(entry.slot, (entry.ballot, entry.value));
+                }
+            }
+        }
+        let end = found
+            .last_key_value()
+            .map_or(self.first_unchosen, |(s, _)| s + 1)
+            .max(self.first_unchosen);
+        self.phase = Phase::Leader;
+        self.leader = Some(self.me.clone());
+        self.next_slot = end;
+        tracing_debug(&self.me, "leader", &self.ballot);
+        for slot in self.first_unchosen..end {
+            if self.chosen_above.contains(&slot) {
+                continue;
+            }
+            let value = found.remove(&slot).map_or(Value::Noop, |(_, v)| v);
+            self.send_accept(slot, value, out);
+        }
+        self.send_heartbeats(out);
+        self.fill_window(out);
+    }
+
+    fn send_accept(&mut self, slot: Slot, value: Value, out: &mut Output) {
+        let msg = Message::Acceptor(AcceptorMsg::Accept {
+            ballot: self.ballot.clone(),
+            slot,
+            value: value.clone(),
+        });
+        for a in &self.acceptors {
+            out.send.push((a.clone(), msg.clone()));
+        }
+        self.inflight.insert(
+            slot,
+            InFlight {
+                value,
+                acks: BTreeSet::new(),
+                sent_at: self.now,
+            },
+        );
+    }
+
+    fn retransmit_accepts(&mut self, out: &mut Output) {
+        for (slot, f) in self.inflight.iter_mut() {
+            if self.now - f.sent_at < self.cfg.retransmit_ticks {
+                continue;
+            }
+            f.sent_at = self.now;
+            let msg = Message::Acceptor(AcceptorMsg::Accept {
+                ballot: self.ballot.clone(),
+                slot: *slot,
+                value: f.value.clone(),
+            });
+            for a in &self.acceptors {
+                if !f.acks.contains(a) {
+                    out.send.push((a.clone(), msg.clone()));
+                }
+            }
+        }
+    }
+
+    fn send_heartbeats(&mut self, out: &mut Output) {
+        self.next_heartbeat = self.now + self.cfg.heartbeat_ticks;
+        let msg = Message::Proposer(ProposerMsg::Heartbeat {
+            ballot: self.ballot.clone(),
+            first_unchosen: self.first_unchosen,
+        });
+        for p in &self.peers {
+            out.send.push((p.clone(), msg.clone()));
+        }
+    }
+
+    fn handle_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot, out: &mut Output) {
+        if self.phase != Phase::Leader || ballot != self.ballot || !self.acceptors.contains(&from) {
+            return;
+        }
+        let quorum = majority(self.acceptors.len());
+        let Some(f) = self.inflight.get_mut(&slot) else {
+            return;
+        };
+        f.acks.insert(from);
+        if f.acks.len() >= quorum {
+            self.inflight.remove(&slot);
+            self.mark_chosen(slot);
+            self.fill_window(out);
+        }
+    }
+
+    fn handle_preempted(&mut self, promised: Ballot, out: &mut Output) {
+        if promised > self.ballot && self.phase != Phase::Follower {
+            self.step_down(promised, out);
+        } else if promised > self.max_seen {
+            self.max_seen = promised;
+        }
+    }
+
+    /// View change: someone holds a higher ballot, so stop proposing. The
+    /// commands of unfinished slots and of the queue go to the new leader;
+    /// if some of them also get chosen through the new leader's phase 1 they
+    /// appear twice in the log, and replicas apply each `(client, seq)` once.
+    fn step_down(&mut self, higher: Ballot, out: &mut Output) {
+        tracing_debug(&self.me, "follower", &higher);
+        if higher > self.max_seen {
+            self.max_seen = higher.clone();
+        }
+        self.phase = Phase::Follower;
+        self.leader = (higher.node != self.me).then(|| higher.node.clone());
+        let unfinished: Vec<Command> = std::mem::take(&mut self.inflight)
+            .into_values()
+            .flat_map(|f| f.value.commands().to_vec())
+            .collect();
+        for c in unfinished.into_iter().rev() {
+            self.queue.push_front(c);
+        }
+        self.promises.clear();
+        self.reset_deadline();
+        self.forward_queue(out);
+    }
+
+    fn handle_heartbeat(&mut self, from: NodeId, ballot: Ballot, first_unchosen: Slot, out: &mut Output) {
+        // Everything below the leader's first unchosen slot is chosen, so a
+        // future phase 1 of ours need not ask about it.
+        if first_unchosen > self.first_unchosen {
+            self.first_unchosen = first_unchosen;
+            self.chosen_above = self.chosen_above.split_off(&first_unchosen);
+            self.advance_first_unchosen();
+        }
+        if ballot < self.max_seen {
+            if self.phase == Phase::Leader {
+                // A deposed leader is talking: tell it about us right away.
+                out.send.push((
+                    from,
+                    Message::Proposer(ProposerMsg::Heartbeat {
+                        ballot: self.ballot.clone(),
+                        first_unchosen: self.first_unchosen,
+                    }),
+                ));
+            }
+            return;
+        }
+        if self.phase != Phase::Follower && ballot > self.ballot {
+            self.step_down(ballot.clone(), out);
+        }
+        if self.phase == Phase::Follower {
+            self.max_seen = ballot;
+            self.leader = Some(from);
+            self.reset_deadline();
+            self.forward_queue(out);
+        }
+    }
+
+    fn handle_propose(&mut self, commands: Vec<Command>, out: &mut Output) {
+        match (&self.phase, &self.leader) {
+            (Phase::Follower, Some(l)) => {
+                out.send
+                    .push((l.clone(), Message::Proposer(ProposerMsg::Propose { commands })));
+            }
+            _ => {
+                let room = self.cfg.max_queue.saturating_sub(self.queue.len());
+                self.queue.extend(commands.into_iter().take(room));
+                self.fill_window(out);
+            }
+        }
+    }
+
+    fn forward_queue(&mut self, out: &mut Output) {
+        if let (Some(l), false) = (&self.leader, self.queue.is_empty()) {
+            let commands = self.queue.drain(..).collect();
+            out.send
+                .push((l.clone(), Message::Proposer(ProposerMsg::Propose { commands })));
+        }
+    }
+
+    fn fill_window(&mut self, out: &mut Output) {
+        while self.phase == Phase::Leader && self.inflight.len() < self.cfg.window && !self.queue.is_empty() {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while let Some(c) = self.queue.front() {
+                if !batch.is_empty()
+                    && (batch.len() >= self.cfg.max_batch || bytes + c.op.len() > self.cfg.max_batch_bytes)
+                {
+                    break;
+                }
+                bytes += c.op.len();
+                batch.extend(self.queue.pop_front());
+            }
+            let slot = self.next_slot;
+            self.next_slot += 1;
+            self.send_accept(slot, Value::Batch(batch), out);
+        }
+    }
+
+    fn mark_chosen(&mut self, slot: Slot) {
+        if slot >= self.first_unchosen {
+            self.chosen_above.insert(slot);
+            self.advance_first_unchosen();
+        }
+    }
+
+    fn advance_first_unchosen(&mut self) {
+        while self.chosen_above.remove(&self.first_unchosen) {
+            self.first_unchosen += 1;
+        }
+    }
+}
+
+fn tracing_debug(me: &NodeId, phase: &str, ballot: &Ballot) {
+    tracing::debug!(node = %me, ?ballot, "proposer is now {phase}");
+}
+
+#[cfg(test)]
+mod tests;

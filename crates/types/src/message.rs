@@ -130,4 +130,10 @@ pub enum ReplicaMsg {
         ballot: Ballot,
         value: Value,
     },
+    /// A learner's answer to `CatchUp`: chosen slots in order, and whether it
+    /// knows more past the last one (then the replica asks again at once).
+    Decisions {
+        entries: Vec<(Slot, Ballot, Value)>,
+        more: bool,
+    },
 }
