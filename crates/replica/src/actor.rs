@@ -1,1 +1,158 @@
+//! Actix shell around [`Replica`]: peer messages and ticks in, effects out.
+//! Client front ends (the RESP server, or a user's own) talk to it through
+//! [`ReplicaHandle`].
 
+use crate::{Output, Replica, ReplicaConfig};
+use actix::prelude::*;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::time::Duration;
+use synod_transport::{Deliver, Outbound, Router};
+use synod_types::{ClientId, NodeId, ReplicaMsg, Slot, StateMachine};
+use tokio::sync::oneshot;
+
+/// A client request: `op` is the state machine command in codec encoding.
+/// The answer arrives on `reply` once the command is applied here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClientRequest {
+    pub client: ClientId,
+    pub seq: u64,
+    pub op: Bytes,
+    pub reply: oneshot::Sender<ClientReply>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientReply {
+    /// The state machine's output, in codec encoding.
+    Output(Bytes),
+    /// The request cannot be answered (e.g. its command did not decode).
+    Failed(String),
+}
+
+/// The client's connection closed; stop retrying its requests.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClientGone(pub ClientId);
+
+/// What this replica has applied, for operators and tests.
+#[derive(Message)]
+#[rtype(result = "ReplicaStatus")]
+pub struct GetStatus;
+
+#[derive(Debug, Clone, MessageResponse)]
+pub struct ReplicaStatus {
+    pub node: NodeId,
+    /// Slots below this are applied.
+    pub applied: Slot,
+    /// [`StateMachine::digest`] of the current state.
+    pub digest: u64,
+    pub leader_hint: Option<NodeId>,
+}
+
+/// The addresses a client front end needs; independent of the state machine type.
+#[derive(Clone)]
+pub struct ReplicaHandle {
+    pub request: Recipient<ClientRequest>,
+    pub gone: Recipient<ClientGone>,
+    pub status: Recipient<GetStatus>,
+}
+
+pub struct ReplicaActor<S: StateMachine> {
+    me: NodeId,
+    logic: Replica<S>,
+    router: Addr<Router>,
+    tick: Duration,
+    waiting: HashMap<(ClientId, u64), oneshot::Sender<ClientReply>>,
+}
+
+impl<S: StateMachine + Unpin> ReplicaActor<S> {
+    pub fn new(
+        me: NodeId,
+        proposers: Vec<NodeId>,
+        learners: Vec<NodeId>,
+        cfg: ReplicaConfig,
+        sm: S,
+        router: Addr<Router>,
+        tick: Duration,
+    ) -> Self {
+        ReplicaActor {
+            me,
+            logic: Replica::new(proposers, learners, cfg, sm),
+            router,
+            tick,
+            waiting: HashMap::new(),
+        }
+    }
+
+    pub fn handle_of(addr: &Addr<Self>) -> ReplicaHandle {
+        ReplicaHandle {
+            request: addr.clone().recipient(),
+            gone: addr.clone().recipient(),
+            status: addr.clone().recipient(),
+        }
+    }
+
+    fn execute(&mut self, out: Output) {
+        for (to, msg) in out.send {
+            self.router.do_send(Outbound { to, msg });
+        }
+        for r in out.replies {
+            if let Some(tx) = self.waiting.remove(&(r.client, r.seq)) {
+                let reply = match r.output {
+                    Some(b) => ClientReply::Output(b),
+                    None => ClientReply::Failed("command could not be applied".into()),
+                };
+                // The client may have hung up meanwhile; nothing to do then.
+                let _ = tx.send(reply);
+            }
+        }
+    }
+}
+
+impl<S: StateMachine + Unpin> Actor for ReplicaActor<S> {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.tick, |act, _| {
+            let out = act.logic.tick();
+            act.execute(out);
+        });
+    }
+}
+
+impl<S: StateMachine + Unpin> Handler<Deliver<ReplicaMsg>> for ReplicaActor<S> {
+    type Result = ();
+    fn handle(&mut self, d: Deliver<ReplicaMsg>, _: &mut Context<Self>) {
+        let out = self.logic.handle(d.from, d.msg);
+        self.execute(out);
+    }
+}
+
+impl<S: StateMachine + Unpin> Handler<ClientRequest> for ReplicaActor<S> {
+    type Result = ();
+    fn handle(&mut self, req: ClientRequest, _: &mut Context<Self>) {
+        self.waiting.insert((req.client, req.seq), req.reply);
+        let out = self.logic.handle_request(req.client, req.seq, req.op);
+        self.execute(out);
+    }
+}
+
+impl<S: StateMachine + Unpin> Handler<ClientGone> for ReplicaActor<S> {
+    type Result = ();
+    fn handle(&mut self, ClientGone(client): ClientGone, _: &mut Context<Self>) {
+        self.waiting.retain(|(c, _), _| *c != client);
+        self.logic.forget_client(client);
+    }
+}
+
+impl<S: StateMachine + Unpin> Handler<GetStatus> for ReplicaActor<S> {
+    type Result = ReplicaStatus;
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> ReplicaStatus {
+        ReplicaStatus {
+            node: self.me.clone(),
+            applied: self.logic.slot_out(),
+            digest: self.logic.state().digest(),
+            leader_hint: self.logic.leader_hint().cloned(),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Inbound peer connections: handshake, then decode frames into the router.
+
+use crate::{Inbound, Router, TransportConfig};
+use actix::Addr;
+use futures::StreamExt;
+use synod_codec::{Frame, PeerCodec, PROTOCOL_VERSION};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{Encoder, FramedRead};
+
+pub(crate) fn spawn(listener: TcpListener, cfg: TransportConfig, router: Addr<Router>) {
+    actix::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (cfg, router) = (cfg.clone(), router.clone());
+                    actix::spawn(async move {
+                        if let Err(e) = serve(stream, &cfg, router).await {
+                            tracing::debug!(node = %cfg.me, %addr, "peer connection closed: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(node = %cfg.me, "accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+}
+
+async fn serve(stream: TcpStream, cfg: &TransportConfig, router: Addr<Router>) -> Result<(), String> {
+    let (rd, mut wr) = stream.into_split();
+    let mut frames = FramedRead::new(rd, PeerCodec::new(cfg.max_frame));
+    let first = tokio::time::timeout(cfg.handshake_timeout, frames.next())
+        .await
+        .map_err(|_| "no hello within the handshake timeout".to_string())?;
+    let peer = match first {
+        Some(Ok(Frame::Hello {
+            cluster_id,
+            version,
+            node,
+        })) => {
+            if cluster_id != cfg.cluster_id {
+                return Err(format!("peer is in cluster {cluster_id:?}, not {:?}", cfg.cluster_id));
+            }
+            if version != PROTOCOL_VERSION {
+                return Err(format!("peer speaks protocol {version}, we speak {PROTOCOL_VERSION}"));
+            }
+            if !cfg.peers.contains_key(&node) {
+                return Err(format!("peer claims to be {node}, which the config does not list"));
+            }
+            node
+        }
+        Some(Ok(_)) => return Err("first frame was not a hello".into()),
+        Some(Err(e)) => return Err(e.to_string()),
+        None => return Err("closed before hello".into()),
+    };
+    let mut buf = bytes::BytesMut::new();
+    PeerCodec::new(cfg.max_frame)
+        .encode(&hello(cfg), &mut buf)
+        .map_err(|e| e.to_string())?;
+    wr.write_all(&buf).await.map_err(|e| e.to_string())?;
+    tracing::debug!(node = %cfg.me, %peer, "peer connected");
+    while let Some(frame) = frames.next().await {
+        match frame {
+            Ok(Frame::Msg(env)) if env.from == peer => router.do_send(Inbound(env)),
+            Ok(Frame::Msg(env)) => {
+                return Err(format!("{peer} sent a message claiming to be from {}", env.from))
+            }
+            Ok(Frame::Hello { .. }) => return Err("second hello".into()),
+            Err(e) => {
+                tracing::warn!(node = %cfg.me, %peer, "bad frame, closing connection: {e}");
+                return Err(e.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn hello(cfg: &TransportConfig) -> Frame {
+    Frame::Hello {
+        cluster_id: cfg.cluster_id.clone(),
+        version: PROTOCOL_VERSION,
+        node: cfg.me.clone(),
+    }
+}
