@@ -1,1 +1,150 @@
+//! Actix shell around [`Acceptor`], with group commit.
+//!
+//! The logic updates its in-memory state at once, but nothing it says may
+//! leave before the records behind it are on disk. So every outgoing message
+//! is tagged with the number of the last record batch appended before it,
+//! and held until the writer thread reports that batch durable. The writer
+//! drains every batch queued while it was syncing and covers them all with
+//! one `fdatasync`: under load, many accepts share one sync.
+//!
+//! A storage error stops the node: continuing would mean either revealing
+//! state that is not durable or going silent while claiming to be alive.
 
+use crate::{Acceptor, Output};
+use actix::prelude::*;
+use std::collections::VecDeque;
+use std::sync::mpsc;
+use synod_storage::{AcceptorStorage, Record};
+use synod_transport::{Deliver, Outbound, Router};
+use synod_types::{AcceptorMsg, Message as Msg, NodeId};
+
+/// Process exit code when storage fails under a running acceptor.
+pub const EXIT_STORAGE_FAILURE: i32 = 70;
+
+pub struct AcceptorActor {
+    me: NodeId,
+    logic: Acceptor,
+    router: Addr<Router>,
+    storage: Option<Box<dyn AcceptorStorage>>,
+    writer: Option<mpsc::Sender<(u64, Vec<Record>)>>,
+    /// Number of the last record batch handed to the writer.
+    appended: u64,
+    /// Every batch up to this number is durable.
+    durable: u64,
+    held: VecDeque<(u64, NodeId, Msg)>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Durable(u64);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StorageFailed(String);
+
+impl AcceptorActor {
+    /// `storage` must already have been loaded into `logic`'s state.
+    pub fn new(
+        me: NodeId,
+        logic: Acceptor,
+        storage: Box<dyn AcceptorStorage>,
+        router: Addr<Router>,
+    ) -> Self {
+        AcceptorActor {
+            me,
+            logic,
+            router,
+            storage: Some(storage),
+            writer: None,
+            appended: 0,
+            durable: 0,
+            held: VecDeque::new(),
+        }
+    }
+
+    fn execute(&mut self, out: Output) {
+        if !out.persist.is_empty() {
+            self.appended += 1;
+            if let Some(w) = &self.writer {
+                // A send error means the writer died; it reported why.
+                let _ = w.send((self.appended, out.persist));
+            }
+        }
+        for (to, msg) in out.send {
+            if self.held.is_empty() && self.appended <= self.durable {
+                self.router.do_send(Outbound { to, msg });
+            } else {
+                self.held.push_back((self.appended, to, msg));
+            }
+        }
+    }
+}
+
+fn writer_loop(
+    mut storage: Box<dyn AcceptorStorage>,
+    rx: mpsc::Receiver<(u64, Vec<Record>)>,
+    actor: Addr<AcceptorActor>,
+) {
+    while let Ok((mut last, records)) = rx.recv() {
+        let mut result = storage.append(&records);
+        // Everything that queued up while we were busy rides on this sync.
+        while let (Ok(()), Ok((n, more))) = (&result, rx.try_recv()) {
+            last = n;
+            result = storage.append(&more);
+        }
+        match result.and_then(|()| storage.sync()) {
+            Ok(()) => actor.do_send(Durable(last)),
+            Err(e) => {
+                actor.do_send(StorageFailed(e.to_string()));
+                return;
+            }
+        }
+    }
+}
+
+impl Actor for AcceptorActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let (tx, rx) = mpsc::channel();
+        if let Some(storage) = self.storage.take() {
+            let addr = ctx.address();
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-acceptor-wal", self.me))
+                .spawn(move || writer_loop(storage, rx, addr));
+            if let Err(e) = spawned {
+                ctx.notify(StorageFailed(format!("cannot start writer thread: {e}")));
+            }
+        }
+        self.writer = Some(tx);
+    }
+}
+
+impl Handler<Deliver<AcceptorMsg>> for AcceptorActor {
+    type Result = ();
+    fn handle(&mut self, d: Deliver<AcceptorMsg>, _: &mut Context<Self>) {
+        let out = self.logic.handle(d.from, d.msg);
+        self.execute(out);
+    }
+}
+
+impl Handler<Durable> for AcceptorActor {
+    type Result = ();
+    fn handle(&mut self, Durable(n): Durable, _: &mut Context<Self>) {
+        self.durable = n;
+        while self.held.front().is_some_and(|(tag, _, _)| *tag <= n) {
+            if let Some((_, to, msg)) = self.held.pop_front() {
+                self.router.do_send(Outbound { to, msg });
+            }
+        }
+    }
+}
+
+impl Handler<StorageFailed> for AcceptorActor {
+    type Result = ();
+    fn handle(&mut self, StorageFailed(e): StorageFailed, ctx: &mut Context<Self>) {
+        tracing::error!(node = %self.me, "acceptor storage failed, stopping the node: {e}");
+        self.held.clear();
+        ctx.stop();
+        System::current().stop_with_code(EXIT_STORAGE_FAILURE);
+    }
+}

@@ -1,1 +1,220 @@
-//! todo
+//! Node assembly: reads the cluster config, starts the roles the config
+//! assigns to one node id, and wires them to the transport. Also the
+//! extension point for user code: [`NodeBuilder`] takes any
+//! [`StateMachine`] and any number of extensions, closures that get a
+//! [`NodeContext`] (the router, the local role actors) and may start their
+//! own actors — a RESP front end, an observer of decided slots, an admin
+//! API — without touching the role crates.
+
+pub mod cli;
+pub mod config;
+
+pub use config::{ClusterConfig, ConfigError, NodeConfig};
+
+use actix::prelude::*;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use synod_acceptor::actor::AcceptorActor;
+use synod_acceptor::Acceptor;
+use synod_learner::actor::LearnerActor;
+use synod_learner::Learner;
+use synod_proposer::actor::ProposerActor;
+use synod_proposer::{Proposer, ProposerConfig};
+use synod_replica::actor::{ReplicaActor, ReplicaHandle};
+use synod_replica::ReplicaConfig;
+use synod_storage::{AcceptorStorage, FileStorage};
+use synod_transport::{LocalRoles, Register, Router, TransportConfig};
+use synod_types::{NodeId, Role, StateMachine};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("acceptor storage: {0}")]
+    Storage(#[from] synod_storage::StorageError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What an extension gets to work with. Role fields are `None` when this
+/// node does not run that role.
+#[derive(Clone)]
+pub struct NodeContext {
+    pub id: NodeId,
+    pub config: ClusterConfig,
+    pub node: NodeConfig,
+    pub router: Addr<Router>,
+    pub proposer: Option<Addr<ProposerActor>>,
+    pub acceptor: Option<Addr<AcceptorActor>>,
+    pub learner: Option<Addr<LearnerActor>>,
+    pub replica: Option<ReplicaHandle>,
+}
+
+type Extension = Box<dyn FnOnce(&NodeContext) -> Result<(), NodeError>>;
+
+pub struct NodeBuilder<S: StateMachine + Unpin> {
+    config: ClusterConfig,
+    id: String,
+    state_machine: S,
+    extensions: Vec<Extension>,
+    seed: Option<u64>,
+}
+
+impl<S: StateMachine + Unpin> NodeBuilder<S> {
+    pub fn new(config: ClusterConfig, id: &str, state_machine: S) -> Self {
+        NodeBuilder {
+            config,
+            id: id.to_string(),
+            state_machine,
+            extensions: Vec::new(),
+            seed: None,
+        }
+    }
+
+    /// Runs `f` once every role of this node has started.
+    pub fn with_extension(
+        mut self,
+        f: impl FnOnce(&NodeContext) -> Result<(), NodeError> + 'static,
+    ) -> Self {
+        self.extensions.push(Box::new(f));
+        self
+    }
+
+    /// Fixes the proposer's random seed (tests); by default it comes from
+    /// the clock, so nodes started together still draw different timeouts.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Starts this node's roles in the current actix system.
+    pub fn start(self) -> Result<NodeContext, NodeError> {
+        let cfg = self.config;
+        let node = cfg.node(&self.id).map_err(NodeError::Config)?.clone();
+        let me = NodeId::new(&node.id);
+        let t = &cfg.timing;
+        let tick = Duration::from_millis(t.tick_ms);
+
+        let mut tc = TransportConfig::new(&cfg.cluster_id, me.clone());
+        tc.listen = Some(node.peer_addr);
+        tc.peers = cfg
+            .nodes
+            .iter()
+            .filter(|n| n.id != node.id)
+            .map(|n| (NodeId::new(&n.id), n.peer_addr))
+            .collect();
+        tc.max_frame = cfg.limits.max_frame_bytes;
+        tc.queue_limit = cfg.limits.peer_queue;
+        let router = Router::start(tc).map_err(|source| NodeError::Bind {
+            addr: node.peer_addr.to_string(),
+            source,
+        })?;
+
+        let acceptors = cfg.with_role(Role::Acceptor);
+        let proposers = cfg.with_role(Role::Proposer);
+        let learners = cfg.with_role(Role::Learner);
+        let replicas = cfg.with_role(Role::Replica);
+
+        let acceptor = if node.has(Role::Acceptor) {
+            let dir = cfg.data_dir(&node);
+            let mut storage = FileStorage::open(&dir)?;
+            let recovered = storage.load()?;
+            tracing::info!(node = %me, dir = %dir.display(), promised = ?recovered.promised,
+                accepted = recovered.accepted.len(), "acceptor recovered");
+            let logic = Acceptor::new(learners.clone(), recovered);
+            Some(AcceptorActor::new(me.clone(), logic, Box::new(storage), router.clone()).start())
+        } else {
+            None
+        };
+        let proposer = node.has(Role::Proposer).then(|| {
+            let pc = ProposerConfig {
+                heartbeat_ticks: t.heartbeat_ticks,
+                election_timeout_ticks: t.election_timeout_ticks,
+                retransmit_ticks: t.retransmit_ticks,
+                window: cfg.limits.window,
+                max_batch: cfg.limits.max_batch,
+                max_batch_bytes: cfg.limits.max_batch_bytes,
+                max_queue: cfg.limits.max_queue,
+            };
+            let seed = self.seed.unwrap_or_else(|| clock_seed(&me));
+            let logic = Proposer::new(me.clone(), acceptors.clone(), proposers.clone(), pc, seed);
+            ProposerActor::new(logic, router.clone(), tick).start()
+        });
+        let learner = node.has(Role::Learner).then(|| {
+            let logic = Learner::new(acceptors.clone(), replicas.clone(), proposers.clone());
+            LearnerActor::new(logic, router.clone()).start()
+        });
+        let replica_actor = node.has(Role::Replica).then(|| {
+            let rc = ReplicaConfig {
+                retry_ticks: t.replica_retry_ticks,
+                catch_up_ticks: t.catch_up_ticks,
+            };
+            ReplicaActor::new(
+                me.clone(),
+                proposers.clone(),
+                learners.clone(),
+                rc,
+                self.state_machine,
+                router.clone(),
+                tick,
+            )
+            .start()
+        });
+        let replica = replica_actor.as_ref().map(ReplicaActor::handle_of);
+
+        router.do_send(Register(LocalRoles {
+            proposer: proposer.clone().map(|a| a.recipient()),
+            acceptor: acceptor.clone().map(|a| a.recipient()),
+            learner: learner.clone().map(|a| a.recipient()),
+            replica: replica_actor.map(|a| a.recipient()),
+        }));
+        let ctx = NodeContext {
+            id: me,
+            config: cfg,
+            node,
+            router,
+            proposer,
+            acceptor,
+            learner,
+            replica,
+        };
+        for ext in self.extensions {
+            ext(&ctx)?;
+        }
+        Ok(ctx)
+    }
+}
+
+fn clock_seed(me: &NodeId) -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    me.as_str()
+        .bytes()
+        .fold(nanos ^ std::process::id() as u64, |h, b| {
+            h.rotate_left(7) ^ b as u64
+        })
+}
+
+/// Extension that serves RESP2 clients on this node's `client_addr`, if it
+/// runs a replica of the KV state machine.
+pub fn resp_front_end(ctx: &NodeContext) -> Result<(), NodeError> {
+    let (Some(replica), Some(addr)) = (&ctx.replica, ctx.node.client_addr) else {
+        return Ok(());
+    };
+    let opts = synod_resp::RespOptions {
+        request_timeout: Duration::from_millis(ctx.config.timing.client_timeout_ms),
+        ..Default::default()
+    };
+    synod_resp::start(addr, replica.clone(), opts)
+        .map(|_| ())
+        .map_err(|source| NodeError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}

@@ -1,0 +1,104 @@
+//! The `synod` command line, as a library function so test harnesses can
+//! build the very same program under another binary name.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use synod_kv::KvStore;
+use crate::{ClusterConfig, NodeBuilder, NodeError};
+
+/// Exit code for a bad config or command line, as the issue tracker asks.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "synod", version, about = "Synod: a Multi-Paxos replicated key-value store")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the roles that the config assigns to node ID.
+    Node {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        id: String,
+    },
+    /// Validate a config file and print its topology.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// Runs the `synod` command line with the process arguments.
+pub fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EXIT_CONFIG) } else { ExitCode::SUCCESS };
+        }
+    };
+    match cli.cmd {
+        Cmd::CheckConfig { config } => match ClusterConfig::load(&config) {
+            Ok(cfg) => {
+                for n in &cfg.nodes {
+                    let client = n.client_addr.map(|a| format!(" client={a}")).unwrap_or_default();
+                    println!("{} peer={}{} roles={}", n.id, n.peer_addr, client, n.roles.join(","));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("synod: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Cmd::Node { config, id } => run_node(config, id),
+    }
+}
+
+fn run_node(config: PathBuf, id: String) -> ExitCode {
+    let cfg = match ClusterConfig::load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("synod: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = cfg.node(&id) {
+        eprintln!("synod: {}: {e}", config.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let sys = actix::System::new();
+    let started = sys.block_on(async {
+        NodeBuilder::new(cfg, &id, KvStore::default())
+            .with_extension(crate::resp_front_end)
+            .start()
+    });
+    let ctx = match started {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("synod: node {id}: {e}");
+            return ExitCode::from(if matches!(e, NodeError::Config(_)) { EXIT_CONFIG } else { 1 });
+        }
+    };
+    tracing::info!(node = %ctx.id, roles = ?ctx.node.roles, peer = %ctx.node.peer_addr,
+        client = ?ctx.node.client_addr, "node started");
+    match sys.run_with_code() {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("synod: node {id}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

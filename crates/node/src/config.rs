@@ -1,0 +1,296 @@
+//! Cluster configuration: topology (`[[nodes]]`: who runs which roles where)
+//! kept apart from tunables (`[timing]`, `[limits]`). Loaded from TOML with
+//! `SYNOD_*` environment overrides (e.g. `SYNOD_DATA_ROOT=/var/lib/synod`,
+//! `SYNOD_TIMING__TICK_MS=5`) and validated in full before anything starts.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use synod_types::{NodeId, Role};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {reason}")]
+    Load { path: String, reason: String },
+    #[error("invalid config {path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Peers refuse connections from another cluster id.
+    pub cluster_id: String,
+    /// Data directories default to `<data_root>/<node id>`.
+    #[serde(default = "default_data_root")]
+    pub data_root: PathBuf,
+    #[serde(default)]
+    pub timing: Timing,
+    #[serde(default)]
+    pub limits: Limits,
+    pub nodes: Vec<NodeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: String,
+    /// Where the node listens for other nodes.
+    pub peer_addr: SocketAddr,
+    /// RESP port for clients; required on nodes that run a replica.
+    pub client_addr: Option<SocketAddr>,
+    pub roles: Vec<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Every duration is in ticks of `tick_ms`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timing {
+    pub tick_ms: u64,
+    pub heartbeat_ticks: u64,
+    pub election_timeout_ticks: u64,
+    pub retransmit_ticks: u64,
+    pub replica_retry_ticks: u64,
+    pub catch_up_ticks: u64,
+    pub client_timeout_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            tick_ms: 10,
+            heartbeat_ticks: 5,
+            election_timeout_ticks: 30,
+            retransmit_ticks: 20,
+            replica_retry_ticks: 30,
+            catch_up_ticks: 20,
+            client_timeout_ms: 5000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Log slots a leader keeps in phase 2 at once.
+    pub window: usize,
+    pub max_batch: usize,
+    pub max_batch_bytes: usize,
+    pub max_queue: usize,
+    pub max_frame_bytes: usize,
+    pub peer_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            window: 64,
+            max_batch: 512,
+            max_batch_bytes: 1 << 20,
+            max_queue: 100_000,
+            max_frame_bytes: synod_codec::DEFAULT_MAX_FRAME,
+            peer_queue: 65_536,
+        }
+    }
+}
+
+fn default_data_root() -> PathBuf {
+    PathBuf::from("data")
+}
+
+impl ClusterConfig {
+    /// Reads, overrides from the environment, and validates.
+    pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Load {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text, &shown)
+    }
+
+    pub fn parse(text: &str, shown: &str) -> Result<ClusterConfig, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            path: shown.to_string(),
+            reason,
+        };
+        let cfg: ClusterConfig = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("SYNOD")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| invalid(e.to_string().replace('\n', " ")))?;
+        cfg.validate().map_err(invalid)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.cluster_id.trim().is_empty() {
+            return Err("cluster_id must not be empty".into());
+        }
+        if self.nodes.is_empty() {
+            return Err("no [[nodes]] listed".into());
+        }
+        let mut ids = HashSet::new();
+        let mut addrs: BTreeMap<SocketAddr, &str> = BTreeMap::new();
+        for n in &self.nodes {
+            let valid_id = !n.id.is_empty()
+                && n.id.len() <= 23
+                && n.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid_id {
+                return Err(format!(
+                    "node id {:?} must be 1-23 characters of [A-Za-z0-9_-]",
+                    n.id
+                ));
+            }
+            if !ids.insert(n.id.as_str()) {
+                return Err(format!("node id {} is listed twice", n.id));
+            }
+            if n.roles.is_empty() {
+                return Err(format!("node {} has no roles", n.id));
+            }
+            for r in &n.roles {
+                if Role::parse(r).is_none() {
+                    return Err(format!(
+                        "node {}: unknown role {r:?} (expected proposer, acceptor, learner or replica)",
+                        n.id
+                    ));
+                }
+            }
+            for addr in std::iter::once(n.peer_addr).chain(n.client_addr) {
+                if let Some(other) = addrs.insert(addr, &n.id) {
+                    return Err(format!("address {addr} is used twice (nodes {other} and {})", n.id));
+                }
+            }
+            if n.has(Role::Replica) && n.client_addr.is_none() {
+                return Err(format!("node {} runs a replica but has no client_addr", n.id));
+            }
+        }
+        let acceptors = self.with_role(Role::Acceptor).len();
+        if acceptors < 3 {
+            return Err(format!(
+                "{acceptors} acceptor(s) configured; a majority that survives a failure needs at least 3"
+            ));
+        }
+        for role in [Role::Proposer, Role::Learner, Role::Replica] {
+            if self.with_role(role).is_empty() {
+                return Err(format!("no node runs a {role}"));
+            }
+        }
+        let t = &self.timing;
+        if t.tick_ms == 0 || t.heartbeat_ticks == 0 || t.retransmit_ticks == 0 {
+            return Err("timing.tick_ms, heartbeat_ticks and retransmit_ticks must be positive".into());
+        }
+        if t.election_timeout_ticks <= 2 * t.heartbeat_ticks {
+            return Err(format!(
+                "timing.election_timeout_ticks ({}) must exceed twice heartbeat_ticks ({})",
+                t.election_timeout_ticks, t.heartbeat_ticks
+            ));
+        }
+        let l = &self.limits;
+        if l.window == 0 || l.max_batch == 0 || l.max_queue == 0 || l.peer_queue == 0 {
+            return Err("limits must be positive".into());
+        }
+        if l.max_frame_bytes < 1024 {
+            return Err("limits.max_frame_bytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+
+    pub fn node(&self, id: &str) -> Result<&NodeConfig, String> {
+        self.nodes.iter().find(|n| n.id == id).ok_or_else(|| {
+            let known: Vec<&str> = self.nodes.iter().map(|n| n.id.as_str()).collect();
+            format!("unknown node id {id:?} (the config lists {})", known.join(", "))
+        })
+    }
+
+    /// Ids of the nodes that run `role`, in config order.
+    pub fn with_role(&self, role: Role) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.has(role))
+            .map(|n| NodeId::new(&n.id))
+            .collect()
+    }
+
+    pub fn data_dir(&self, node: &NodeConfig) -> PathBuf {
+        node.data_dir
+            .clone()
+            .unwrap_or_else(|| self.data_root.join(&node.id))
+    }
+}
+
+impl NodeConfig {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.iter().any(|r| r == role.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+cluster_id = "t"
+[[nodes]]
+id = "n1"
+peer_addr = "127.0.0.1:9101"
+client_addr = "127.0.0.1:9001"
+roles = ["proposer", "acceptor", "learner", "replica"]
+[[nodes]]
+id = "n2"
+peer_addr = "127.0.0.1:9102"
+roles = ["acceptor"]
+[[nodes]]
+id = "n3"
+peer_addr = "127.0.0.1:9103"
+roles = ["acceptor"]
+"#;
+
+    fn err(text: &str) -> String {
+        ClusterConfig::parse(text, "x.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config_loads_with_defaults() {
+        let c = ClusterConfig::parse(GOOD, "x.toml").unwrap();
+        assert_eq!(c.with_role(Role::Acceptor).len(), 3);
+        assert_eq!(c.timing.tick_ms, 10);
+        assert_eq!(c.data_dir(c.node("n2").unwrap()), PathBuf::from("data/n2"));
+        assert!(c.node("n9").unwrap_err().contains("n1, n2, n3"));
+    }
+
+    #[test]
+    fn bad_configs_get_one_line_errors() {
+        let cases = [
+            (GOOD.replace("9102", "9101"), "used twice"),
+            (GOOD.replace("\"n2\"", "\"n1\""), "listed twice"),
+            (GOOD.replace("roles = [\"acceptor\"]\n[[nodes]]\nid = \"n3\"", "roles = [\"learner\"]\n[[nodes]]\nid = \"n3\""), "at least 3"),
+            (GOOD.replace("\"replica\"", "\"replicant\""), "unknown role"),
+            (GOOD.replace("client_addr = \"127.0.0.1:9001\"\n", ""), "no client_addr"),
+            (GOOD.replace("127.0.0.1:9103", "not-an-address"), "invalid"),
+            (format!("{GOOD}\nbogus = 1\n"), "bogus"),
+            ("cluster_id = ".to_string(), "invalid"),
+        ];
+        for (text, want) in cases {
+            let e = err(&text);
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+            assert!(!e.contains('\n'), "multi-line error: {e:?}");
+        }
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        for name in ["local-3.toml", "split-roles.toml"] {
+            let c = ClusterConfig::load(&root.join(name)).unwrap();
+            assert!(c.with_role(Role::Acceptor).len() >= 3, "{name}");
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! End-to-end: real node processes, real TCP, a stock Redis client.
+
+use anyhow::{bail, Result};
+use std::time::{Duration, Instant};
+use synod_integration_tests::Cluster;
+
+const BIN: &str = env!("CARGO_BIN_EXE_synod-test-node");
+
+fn start(config: &str) -> Result<Cluster> {
+    let c = Cluster::start(config, BIN)?;
+    let first = c.replicas()[0].clone();
+    if let Err(e) = c.wait_ready(&first) {
+        for id in c.nodes.keys() {
+            eprintln!("--- {id} ---\n{}", c.log(id));
+        }
+        return Err(e);
+    }
+    Ok(c)
+}
+
+#[test]
+fn set_through_one_node_get_through_another() -> Result<()> {
+    let c = start("local-3.toml")?;
+    c.set("n1", "a", "1")?;
+    assert_eq!(c.get("n2", "a")?.as_deref(), Some("1"));
+    assert_eq!(c.get("n3", "a")?.as_deref(), Some("1"));
+    let mut n3 = c.client("n3")?;
+    let deleted: i64 = redis::cmd("DEL").arg("a").arg("missing").query(&mut n3)?;
+    assert_eq!(deleted, 1);
+    assert_eq!(c.get("n1", "a")?, None);
+    Ok(())
+}
+
+/// Kills the leader's process with SIGKILL while writes are acknowledged,
+/// then checks failover time, that no acknowledged write is lost, and that
+/// the restarted node catches up.
+#[test]
+fn leader_kill_failover_and_restart_catch_up() -> Result<()> {
+    let mut c = start("local-3.toml")?;
+    for i in 0..40 {
+        c.set(["n1", "n2", "n3"][i % 3], &format!("k{i}"), &format!("v{i}"))?;
+    }
+    let leader = Cluster::eventually(Duration::from_secs(5), || {
+        let s = c.status("n1")?;
+        match s.get("leader").filter(|l| !l.is_empty()) {
+            Some(l) => Ok(l.clone()),
+            None => bail!("no leader hint yet"),
+        }
+    })?;
+    c.kill(&leader)?;
+    let killed_at = Instant::now();
+    let survivor = ["n1", "n2", "n3"].into_iter().find(|n| *n != leader).unwrap_or("n1");
+    Cluster::eventually(Duration::from_secs(10), || c.set(survivor, "after", "failover"))?;
+    let failover = killed_at.elapsed();
+    eprintln!("failover: first acknowledged write {failover:?} after SIGKILL of leader {leader}");
+    assert!(failover < Duration::from_secs(5), "failover took {failover:?}");
+    for i in 0..40 {
+        assert_eq!(c.get(survivor, &format!("k{i}"))?, Some(format!("v{i}")), "acknowledged write k{i} lost");
+    }
+    // More writes while the old leader is down, then bring it back.
+    for i in 40..60 {
+        c.set(survivor, &format!("k{i}"), &format!("v{i}"))?;
+    }
+    c.start_node(&leader)?;
+    let want = c.status(survivor)?;
+    Cluster::eventually(Duration::from_secs(20), || {
+        let got = c.status(&leader)?;
+        if got.get("applied") >= want.get("applied") && c.get(&leader, "k59")?.as_deref() == Some("v59") {
+            Ok(())
+        } else {
+            bail!("restarted node behind: {got:?} vs {want:?}")
+        }
+    })?;
+    assert_eq!(c.get(&leader, "k0")?.as_deref(), Some("v0"));
+    Ok(())
+}
+
+/// Acceptors never forget: with every process killed at once and
+/// restarted, all acknowledged writes are still there.
+#[test]
+fn whole_cluster_restart_keeps_acknowledged_writes() -> Result<()> {
+    let mut c = start("local-3.toml")?;
+    for i in 0..20 {
+        c.set("n2", &format!("d{i}"), &format!("{i}"))?;
+    }
+    for id in ["n1", "n2", "n3"] {
+        c.kill(id)?;
+    }
+    for id in ["n1", "n2", "n3"] {
+        c.start_node(id)?;
+    }
+    c.wait_ready("n3")?;
+    for i in 0..20 {
+        assert_eq!(c.get("n1", &format!("d{i}"))?, Some(format!("{i}")));
+    }
+    Ok(())
+}
+
+#[test]
+fn split_roles_cluster_serves_reads_and_writes() -> Result<()> {
+    let mut c = start("split-roles.toml")?;
+    c.set("r1", "x", "from-r1")?;
+    assert_eq!(c.get("r2", "x")?.as_deref(), Some("from-r1"));
+    // A proposer dies: the other one takes over.
+    let leader = c.status("r1")?.get("leader").cloned().unwrap_or_default();
+    if leader.starts_with('p') {
+        c.kill(&leader)?;
+        Cluster::eventually(Duration::from_secs(10), || c.set("r2", "y", "after"))?;
+        assert_eq!(c.get("r1", "y")?.as_deref(), Some("after"));
+    } else {
+        bail!("leader hint {leader:?} is not a proposer node");
+    }
+    Ok(())
+}
+
+#[test]
+fn bad_configs_exit_with_code_2_and_one_line() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let good = std::fs::read_to_string(synod_integration_tests::repo_root().join("configs/local-3.toml"))?;
+    let cases = [
+        ("dup-addr.toml", good.replace("127.0.0.1:7102", "127.0.0.1:7101"), "used twice"),
+        ("two-acceptors.toml", good.replacen("roles = [\"proposer\", \"acceptor\", \"learner\", \"replica\"]", "roles = [\"proposer\"]", 1), "at least 3"),
+        ("garbage.toml", "cluster_id = [".to_string(), "invalid config"),
+    ];
+    for (name, text, want) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)?;
+        let out = std::process::Command::new(BIN).args(["node", "--config"]).arg(&path).args(["--id", "n1"]).output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(want), "{name}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["node", "--config"])
+        .arg(synod_integration_tests::repo_root().join("configs/local-3.toml"))
+        .args(["--id", "n9"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown node id"));
+    let out = std::process::Command::new(BIN).args(["node", "--config", "/nonexistent.toml", "--id", "n1"]).output()?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config"));
+    Ok(())
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this script):
+# formatting, lints, unit + integration tests, the deterministic simulator
+# over many seeds, and a smoke run of scripts/cluster.sh with redis-cli.
+#
+# SIM_SEEDS (default 1000) sets how many simulator seeds run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "toolchain"
+cargo --version
+rustup component list --installed 2>/dev/null | grep -E 'clippy|rustfmt' || true
+command -v cargo-clippy >/dev/null || rustup component add clippy rustfmt
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -q -- -D warnings
+
+step "unit and integration tests"
+cargo test --workspace -q
+
+step "simulator: ${SIM_SEEDS:-1000} seeds"
+cargo run -q --release -p synod-sim -- --seeds "${SIM_SEEDS:-1000}"
+
+step "cluster.sh smoke (redis-cli against a 3-process cluster)"
+scripts/smoke-cluster.sh
+
+echo
+echo "all checks passed"
