@@ -142,9 +142,11 @@ impl StateMachine for KvStore {
                 cond,
                 get_old,
             } => self.set(key, value, cond, get_old),
-            KvCommand::Del { keys } => {
-                KvOutput::count(keys.iter().filter(|k| self.data.remove(*k).is_some()).count())
-            }
+            KvCommand::Del { keys } => KvOutput::count(
+                keys.iter()
+                    .filter(|k| self.data.remove(*k).is_some())
+                    .count(),
+            ),
             KvCommand::Exists { keys } => {
                 KvOutput::count(keys.iter().filter(|k| self.data.contains_key(*k)).count())
             }
@@ -237,18 +239,30 @@ mod tests {
     #[test]
     fn set_nx_writes_only_absent_keys() {
         let mut s = KvStore::new();
-        assert_eq!(s.apply(set("a", "1", SetCond::IfAbsent, false)), KvOutput::Ok);
-        assert_eq!(s.apply(set("a", "2", SetCond::IfAbsent, false)), KvOutput::Nil);
+        assert_eq!(
+            s.apply(set("a", "1", SetCond::IfAbsent, false)),
+            KvOutput::Ok
+        );
+        assert_eq!(
+            s.apply(set("a", "2", SetCond::IfAbsent, false)),
+            KvOutput::Nil
+        );
         assert_eq!(s.get(b"a"), Some(&b("1")));
     }
 
     #[test]
     fn set_xx_writes_only_present_keys() {
         let mut s = KvStore::new();
-        assert_eq!(s.apply(set("a", "1", SetCond::IfPresent, false)), KvOutput::Nil);
+        assert_eq!(
+            s.apply(set("a", "1", SetCond::IfPresent, false)),
+            KvOutput::Nil
+        );
         assert!(s.is_empty());
         s.apply(set("a", "1", SetCond::Always, false));
-        assert_eq!(s.apply(set("a", "2", SetCond::IfPresent, false)), KvOutput::Ok);
+        assert_eq!(
+            s.apply(set("a", "2", SetCond::IfPresent, false)),
+            KvOutput::Ok
+        );
         assert_eq!(s.get(b"a"), Some(&b("2")));
     }
 
@@ -256,13 +270,22 @@ mod tests {
     fn set_get_returns_the_old_value() {
         let mut s = KvStore::new();
         assert_eq!(s.apply(set("a", "1", SetCond::Always, true)), KvOutput::Nil);
-        assert_eq!(s.apply(set("a", "2", SetCond::Always, true)), KvOutput::Value(b("1")));
+        assert_eq!(
+            s.apply(set("a", "2", SetCond::Always, true)),
+            KvOutput::Value(b("1"))
+        );
         assert_eq!(s.get(b"a"), Some(&b("2")));
         // With a condition that fails, GET still reports the current value and
         // nothing is written (Redis 7 semantics).
-        assert_eq!(s.apply(set("a", "3", SetCond::IfAbsent, true)), KvOutput::Value(b("2")));
+        assert_eq!(
+            s.apply(set("a", "3", SetCond::IfAbsent, true)),
+            KvOutput::Value(b("2"))
+        );
         assert_eq!(s.get(b"a"), Some(&b("2")));
-        assert_eq!(s.apply(set("z", "3", SetCond::IfPresent, true)), KvOutput::Nil);
+        assert_eq!(
+            s.apply(set("z", "3", SetCond::IfPresent, true)),
+            KvOutput::Nil
+        );
         assert_eq!(s.get(b"z"), None);
     }
 

@@ -1,0 +1,419 @@
+//! Request framing: a guard in front of `redis_protocol`'s RESP2 decoder.
+//!
+//! The decoder of `redis-protocol` is a recursive parser with no size limit
+//! that re-parses the whole buffer on every read. Fed by a hostile or broken
+//! client it would buffer without bound (`$9999999999\r\n`) or overflow the
+//! stack on deeply nested arrays (`*1\r\n*1\r\n...`), which aborts the node.
+//! [`RequestCodec`] therefore scans each frame's structure itself, with an
+//! explicit stack, a size cap and a depth cap, and hands the inner decoder
+//! only frames it has seen complete. It also turns inline commands (plain
+//! text lines, as typed into telnet) into arrays of bulk strings, which the
+//! inner decoder does not support.
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::codec::Resp2;
+use redis_protocol::resp2::types::BytesFrame;
+use tokio_util::codec::Decoder;
+
+/// Redis' own limit on the element count of one request.
+const MAX_ARRAY_LEN: i64 = 1024 * 1024;
+/// Requests are flat arrays; a little nesting is still decoded so the client
+/// gets a proper error reply instead of a closed connection.
+const MAX_DEPTH: usize = 8;
+/// Longest `*<n>` / `$<n>` / `:<n>` line; any valid number fits.
+const MAX_NUMBER_LINE: usize = 32;
+/// Redis' limit on an inline command line.
+const MAX_INLINE: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("request larger than {max} bytes")]
+    TooLarge { max: usize },
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn malformed(msg: impl Into<String>) -> ProtocolError {
+    ProtocolError::Malformed(msg.into())
+}
+
+/// Decodes client requests: RESP2 frames of any type (so a wrong-typed
+/// request can be answered with an error) and inline command lines.
+#[derive(Debug)]
+pub struct RequestCodec {
+    inner: Resp2,
+    max_frame: usize,
+    /// The buffer must hold at least this many bytes before a new scan can
+    /// get further; keeps a large bulk string from being rescanned on every
+    /// read while it arrives.
+    need: usize,
+}
+
+impl RequestCodec {
+    pub fn new(max_frame: usize) -> Self {
+        RequestCodec {
+            inner: Resp2::default(),
+            max_frame,
+            need: 0,
+        }
+    }
+}
+
+impl Decoder for RequestCodec {
+    type Item = BytesFrame;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesFrame>, ProtocolError> {
+        loop {
+            let Some(&first) = src.first() else {
+                return Ok(None);
+            };
+            if src.len() < self.need {
+                return Ok(None);
+            }
+            if !matches!(first, b'*' | b'$' | b'+' | b'-' | b':') {
+                match decode_inline(src)? {
+                    Inline::Frame(frame) => return Ok(Some(frame)),
+                    Inline::Blank => continue,
+                    Inline::Incomplete => return Ok(None),
+                }
+            }
+            return match scan(src, self.max_frame)? {
+                Scan::Incomplete { need } => {
+                    if need > self.max_frame {
+                        return Err(ProtocolError::TooLarge {
+                            max: self.max_frame,
+                        });
+                    }
+                    self.need = need;
+                    Ok(None)
+                }
+                Scan::Complete(len) => {
+                    self.need = 0;
+                    if len > self.max_frame {
+                        return Err(ProtocolError::TooLarge {
+                            max: self.max_frame,
+                        });
+                    }
+                    let mut frame = src.split_to(len);
+                    match self.inner.decode(&mut frame) {
+                        Ok(Some(frame)) => Ok(Some(frame)),
+                        Ok(None) => Err(malformed("incomplete frame")),
+                        Err(e) => Err(malformed(e.to_string())),
+                    }
+                }
+            };
+        }
+    }
+}
+
+enum Inline {
+    Frame(BytesFrame),
+    /// An empty line, which Redis skips without a reply.
+    Blank,
+    Incomplete,
+}
+
+fn decode_inline(src: &mut BytesMut) -> Result<Inline, ProtocolError> {
+    let Some(nl) = src.iter().position(|&b| b == b'\n') else {
+        if src.len() > MAX_INLINE {
+            return Err(malformed("too big inline request"));
+        }
+        return Ok(Inline::Incomplete);
+    };
+    if nl > MAX_INLINE {
+        return Err(malformed("too big inline request"));
+    }
+    let line: Bytes = src.split_to(nl + 1).freeze();
+    let mut end = nl;
+    if end > 0 && line[end - 1] == b'\r' {
+        end -= 1;
+    }
+    let mut args = Vec::new();
+    let mut start = None;
+    for (i, &b) in line[..end].iter().enumerate() {
+        match (b == b' ' || b == b'\t', start) {
+            (true, Some(s)) => {
+                args.push(BytesFrame::BulkString(line.slice(s..i)));
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        args.push(BytesFrame::BulkString(line.slice(s..end)));
+    }
+    Ok(if args.is_empty() {
+        Inline::Blank
+    } else {
+        Inline::Frame(BytesFrame::Array(args))
+    })
+}
+
+#[derive(Debug, PartialEq)]
+enum Scan {
+    /// The first frame of the buffer is this many bytes long.
+    Complete(usize),
+    /// More bytes are needed; nothing can change before the buffer holds
+    /// `need` bytes.
+    Incomplete { need: usize },
+}
+
+fn parse_int(line: &[u8]) -> Option<i64> {
+    std::str::from_utf8(line).ok()?.parse().ok()
+}
+
+/// Walks the structure of the first frame of `buf` without recursion. It
+/// accepts exactly what the inner decoder accepts (and a little less: bulk
+/// strings must end in CRLF), so a `Complete` frame always decodes.
+fn scan(buf: &[u8], max_frame: usize) -> Result<Scan, ProtocolError> {
+    let mut pos = 0;
+    // Elements still missing from each open array, innermost last.
+    let mut open: Vec<i64> = Vec::new();
+    loop {
+        let Some(&kind) = buf.get(pos) else {
+            return Ok(Scan::Incomplete { need: pos + 1 });
+        };
+        let is_number = matches!(kind, b'*' | b'$' | b':');
+        let rest = &buf[pos + 1..];
+        let Some(line_len) = rest.windows(2).position(|w| w == b"\r\n") else {
+            if is_number && rest.len() > MAX_NUMBER_LINE {
+                return Err(malformed("invalid length"));
+            }
+            return Ok(Scan::Incomplete {
+                need: buf.len() + 1,
+            });
+        };
+        let line = &rest[..line_len];
+        pos += 1 + line_len + 2;
+        match kind {
+            b'+' | b'-' => {}
+            b':' => {
+                parse_int(line).ok_or_else(|| malformed("invalid integer"))?;
+            }
+            b'$' => match parse_int(line) {
+                Some(-1) => {}
+                Some(len) if len >= 0 => {
+                    let len = usize::try_from(len).map_err(|_| malformed("invalid bulk length"))?;
+                    if len > max_frame {
+                        return Err(ProtocolError::TooLarge { max: max_frame });
+                    }
+                    let end = pos + len + 2;
+                    if buf.len() < end {
+                        return Ok(Scan::Incomplete { need: end });
+                    }
+                    if &buf[end - 2..end] != b"\r\n" {
+                        return Err(malformed("bulk string not terminated by CRLF"));
+                    }
+                    pos = end;
+                }
+                _ => return Err(malformed("invalid bulk length")),
+            },
+            b'*' => match parse_int(line) {
+                Some(-1 | 0) => {}
+                Some(n) if n > 0 && n <= MAX_ARRAY_LEN => {
+                    if open.len() >= MAX_DEPTH {
+                        return Err(malformed("arrays nested too deeply"));
+                    }
+                    open.push(n);
+                    continue;
+                }
+                _ => return Err(malformed("invalid multibulk length")),
+            },
+            other => {
+                return Err(malformed(format!(
+                    "expected '$', got '{}'",
+                    [other].escape_ascii()
+                )))
+            }
+        }
+        // An element ended here; close every array it completes.
+        loop {
+            match open.last_mut() {
+                None => return Ok(Scan::Complete(pos)),
+                Some(left) => {
+                    *left -= 1;
+                    if *left > 0 {
+                        break;
+                    }
+                    open.pop();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bulk(s: &str) -> BytesFrame {
+        BytesFrame::BulkString(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    fn decode_all(
+        codec: &mut RequestCodec,
+        bytes: &[u8],
+    ) -> Result<Vec<BytesFrame>, ProtocolError> {
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(f) = codec.decode(&mut buf)? {
+            out.push(f);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn decodes_pipelined_arrays() {
+        let mut c = RequestCodec::new(1024);
+        let frames = decode_all(
+            &mut c,
+            b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*1\r\n$4\r\nPING\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            frames,
+            vec![
+                BytesFrame::Array(vec![bulk("GET"), bulk("a")]),
+                BytesFrame::Array(vec![bulk("PING")]),
+            ]
+        );
+    }
+
+    #[test]
+    fn decodes_non_array_frames_so_they_can_be_refused_politely() {
+        let mut c = RequestCodec::new(1024);
+        let frames = decode_all(&mut c, b"+hi\r\n:5\r\n$-1\r\n*0\r\n*1\r\n*0\r\n").unwrap();
+        assert_eq!(
+            frames,
+            vec![
+                BytesFrame::SimpleString(Bytes::from_static(b"hi")),
+                BytesFrame::Integer(5),
+                BytesFrame::Null,
+                BytesFrame::Array(vec![]),
+                BytesFrame::Array(vec![BytesFrame::Array(vec![])]),
+            ]
+        );
+    }
+
+    #[test]
+    fn waits_for_frames_split_across_reads() {
+        let whole = b"*2\r\n$3\r\nGET\r\n$5\r\nhello\r\n";
+        for cut in 0..whole.len() {
+            let mut c = RequestCodec::new(1024);
+            let mut buf = BytesMut::from(&whole[..cut]);
+            assert_eq!(c.decode(&mut buf).unwrap(), None, "cut at {cut}");
+            buf.extend_from_slice(&whole[cut..]);
+            assert_eq!(
+                c.decode(&mut buf).unwrap(),
+                Some(BytesFrame::Array(vec![bulk("GET"), bulk("hello")]))
+            );
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn inline_commands_become_arrays() {
+        let mut c = RequestCodec::new(1024);
+        let frames = decode_all(&mut c, b"PING\r\n\r\n  set  a\tb \nECHO x\r\n").unwrap();
+        assert_eq!(
+            frames,
+            vec![
+                BytesFrame::Array(vec![bulk("PING")]),
+                BytesFrame::Array(vec![bulk("set"), bulk("a"), bulk("b")]),
+                BytesFrame::Array(vec![bulk("ECHO"), bulk("x")]),
+            ]
+        );
+    }
+
+    #[test]
+    fn oversized_bulk_is_refused_before_it_is_buffered() {
+        let mut c = RequestCodec::new(100);
+        let err = decode_all(&mut c, b"*1\r\n$101\r\n").unwrap_err();
+        assert!(matches!(err, ProtocolError::TooLarge { max: 100 }));
+        let mut c = RequestCodec::new(100);
+        let err = decode_all(&mut c, b"$99999999999999999999\r\n").unwrap_err();
+        assert!(matches!(err, ProtocolError::Malformed(_)));
+    }
+
+    #[test]
+    fn oversized_frame_of_many_small_parts_is_refused() {
+        let mut c = RequestCodec::new(64);
+        let mut bytes = b"*100\r\n".to_vec();
+        for _ in 0..20 {
+            bytes.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        assert!(matches!(
+            decode_all(&mut c, &bytes),
+            Err(ProtocolError::TooLarge { max: 64 })
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let mut c = RequestCodec::new(1 << 20);
+        let bytes = b"*1\r\n".repeat(100_000);
+        assert!(matches!(
+            decode_all(&mut c, &bytes),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        for bad in [
+            &b"*x\r\n"[..],
+            b"*-2\r\n",
+            b"*1\r\n$2\r\nabcd\r\n",
+            b"*1\r\n!x\r\n",
+            b":1.5\r\n",
+            b"$-5\r\n",
+        ] {
+            let mut c = RequestCodec::new(1024);
+            assert!(
+                decode_all(&mut c, bad).is_err(),
+                "{:?}",
+                bad.escape_ascii().to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn endless_inline_line_is_refused() {
+        let mut c = RequestCodec::new(1 << 20);
+        assert!(decode_all(&mut c, &vec![b'a'; MAX_INLINE + 1]).is_err());
+    }
+
+    proptest! {
+        /// Whatever a client sends, decoding ends in frames, a wait or an
+        /// error; never a panic.
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(
+            prop_oneof![Just(b'*'), Just(b'$'), Just(b'\r'), Just(b'\n'), Just(b'1'), Just(b'-'), any::<u8>()],
+            0..200,
+        )) {
+            let mut c = RequestCodec::new(64);
+            let _ = decode_all(&mut c, &bytes);
+        }
+
+        /// The scanner and the inner decoder agree on where frames end.
+        #[test]
+        fn arrays_of_bulk_strings_round_trip(args in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>(), 0..20), 1..6,
+        )) {
+            let frame = BytesFrame::Array(
+                args.iter().map(|a| BytesFrame::BulkString(Bytes::copy_from_slice(a))).collect(),
+            );
+            let mut buf = BytesMut::new();
+            tokio_util::codec::Encoder::encode(&mut Resp2::default(), frame.clone(), &mut buf).unwrap();
+            buf.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+            let mut c = RequestCodec::new(1024);
+            prop_assert_eq!(c.decode(&mut buf).unwrap(), Some(frame));
+            prop_assert_eq!(c.decode(&mut buf).unwrap(), Some(BytesFrame::Array(vec![bulk("PING")])));
+        }
+    }
+}

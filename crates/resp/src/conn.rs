@@ -1,0 +1,222 @@
+//! One task per client connection.
+//!
+//! The task reads requests ahead into a bounded queue and answers them
+//! strictly in arrival order, since RESP has no request ids. At most one
+//! request waits on the replica at a time: the replica's at-most-once rule
+//! ("seq ≤ last applied ⇒ duplicate") holds only if a client sends request
+//! n+1 after request n was answered. Reading ahead stops when the queue is
+//! full, which pushes back on the client through TCP.
+
+use crate::codec::{ProtocolError, RequestCodec};
+use crate::command::{self, error, output_frame, printable, Request, Session, StatusView};
+use crate::RespOptions;
+use bytes::Bytes;
+use futures::future::{FutureExt, LocalBoxFuture, OptionFuture};
+use futures::{SinkExt, StreamExt};
+use rand::Rng;
+use redis_protocol::codec::Resp2;
+use redis_protocol::error::RedisProtocolError;
+use redis_protocol::resp2::types::BytesFrame;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use synod_kv::{KvCommand, KvOutput};
+use synod_replica::actor::{ClientGone, ClientReply, ClientRequest, GetStatus, ReplicaHandle};
+use synod_types::ClientId;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tracing::debug;
+
+pub(crate) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    replica: ReplicaHandle,
+    opts: RespOptions,
+) {
+    // Below 2^63 so `CLIENT ID` can report it exactly as a RESP integer.
+    let client = ClientId(rand::thread_rng().gen_range(1..=i64::MAX as u64));
+    debug!(client = client.0, %peer, "RESP client connected");
+    let gone = replica.gone.clone();
+    let mut conn = Connection {
+        session: Session::new(client, peer.to_string()),
+        replica,
+        opts,
+    };
+    match conn.serve(stream).await {
+        Ok(()) => debug!(client = client.0, %peer, "RESP client disconnected"),
+        Err(e) => debug!(client = client.0, %peer, error = %e, "RESP client connection failed"),
+    }
+    gone.do_send(ClientGone(client));
+}
+
+enum Incoming {
+    Frame(BytesFrame),
+    /// The bytes could not be framed: answer this error, then close, since
+    /// the stream can no longer be split into requests.
+    Fatal(String),
+}
+
+/// A reply that needs the replica.
+type Pending = LocalBoxFuture<'static, BytesFrame>;
+
+enum Step {
+    Reply(BytesFrame),
+    Nothing,
+    ReplyAndClose(BytesFrame),
+    Wait(Pending),
+}
+
+struct Connection {
+    session: Session,
+    replica: ReplicaHandle,
+    opts: RespOptions,
+}
+
+impl Connection {
+    async fn serve(&mut self, stream: TcpStream) -> Result<(), RedisProtocolError> {
+        let (rd, wr) = stream.into_split();
+        let mut reader = FramedRead::new(rd, RequestCodec::new(self.opts.max_frame));
+        let mut writer = FramedWrite::new(wr, Resp2::default());
+        let max_pending = self.opts.max_pending.max(1);
+        let mut queue = VecDeque::new();
+        let mut pending: Option<Pending> = None;
+        let mut reading = true;
+        loop {
+            // Take every request already readable, so a pipeline's replies go
+            // out in one write rather than one each.
+            while reading && queue.len() < max_pending {
+                match reader.next().now_or_never() {
+                    Some(item) => reading = enqueue(item, &mut queue),
+                    None => break,
+                }
+            }
+            while pending.is_none() {
+                let Some(incoming) = queue.pop_front() else {
+                    break;
+                };
+                let frame = match incoming {
+                    Incoming::Frame(frame) => frame,
+                    Incoming::Fatal(msg) => {
+                        writer.send(error(msg)).await?;
+                        return Ok(());
+                    }
+                };
+                match self.dispatch(frame) {
+                    Step::Reply(reply) => writer.feed(reply).await?,
+                    Step::Nothing => {}
+                    Step::ReplyAndClose(reply) => {
+                        writer.send(reply).await?;
+                        return Ok(());
+                    }
+                    Step::Wait(reply) => pending = Some(reply),
+                }
+            }
+            SinkExt::<BytesFrame>::flush(&mut writer).await?;
+            if pending.is_none() && !reading {
+                return Ok(());
+            }
+            tokio::select! {
+                Some(reply) = OptionFuture::from(pending.as_mut()) => {
+                    pending = None;
+                    writer.feed(reply).await?;
+                }
+                item = reader.next(), if reading && queue.len() < max_pending => {
+                    reading = enqueue(item, &mut queue);
+                }
+                else => return Ok(()),
+            }
+        }
+    }
+
+    fn dispatch(&mut self, frame: BytesFrame) -> Step {
+        match command::parse_request(frame) {
+            Request::Reply(reply) => Step::Reply(reply),
+            Request::Ignore => Step::Nothing,
+            Request::Quit => Step::ReplyAndClose(command::ok()),
+            Request::Session(cmd) => Step::Reply(self.session.answer(cmd)),
+            Request::Kv(cmd) => self.submit(cmd),
+            Request::Status(view) => Step::Wait(self.status(view)),
+        }
+    }
+
+    fn submit(&mut self, cmd: KvCommand) -> Step {
+        let op = match synod_codec::encode(&cmd) {
+            Ok(op) => Bytes::from(op),
+            Err(e) => {
+                return Step::Reply(error(format!(
+                    "ERR cannot encode the command: {}",
+                    printable(e.to_string().as_bytes())
+                )))
+            }
+        };
+        let client = self.session.client;
+        let seq = self.session.next_seq();
+        let (reply, answer) = oneshot::channel();
+        // A stopped replica drops the message and with it `reply`, which
+        // the wait below reports; the mailbox needs no bound since each
+        // connection has at most one request outstanding.
+        self.replica.request.do_send(ClientRequest {
+            client,
+            seq,
+            op,
+            reply,
+        });
+        let timeout = self.opts.request_timeout;
+        Step::Wait(Box::pin(async move {
+            match tokio::time::timeout(timeout, answer).await {
+                Err(_) => {
+                    debug!(client = client.0, seq, "request timed out");
+                    error(command::TIMEOUT_ERROR)
+                }
+                Ok(Err(_)) => error("ERR the replica dropped the request"),
+                Ok(Ok(ClientReply::Output(out))) => match synod_codec::decode::<KvOutput>(&out) {
+                    Ok(out) => output_frame(out),
+                    Err(e) => error(format!(
+                        "ERR undecodable reply: {}",
+                        printable(e.to_string().as_bytes())
+                    )),
+                },
+                Ok(Ok(ClientReply::Failed(why))) => {
+                    error(format!("ERR {}", printable(why.as_bytes())))
+                }
+            }
+        }))
+    }
+
+    fn status(&self, view: StatusView) -> Pending {
+        let request = self.replica.status.send(GetStatus);
+        let timeout = self.opts.request_timeout;
+        Box::pin(async move {
+            let status = tokio::time::timeout(timeout, request)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            command::status_frame(view, status.as_ref())
+        })
+    }
+}
+
+/// Queues what the reader produced; returns whether to keep reading.
+fn enqueue(
+    item: Option<Result<BytesFrame, ProtocolError>>,
+    queue: &mut VecDeque<Incoming>,
+) -> bool {
+    match item {
+        Some(Ok(frame)) => {
+            queue.push_back(Incoming::Frame(frame));
+            true
+        }
+        // The socket failed or closed mid-frame: nobody to answer.
+        Some(Err(ProtocolError::Io(e))) => {
+            debug!(error = %e, "RESP client read failed");
+            false
+        }
+        Some(Err(e)) => {
+            debug!(error = %e, "RESP protocol error, closing");
+            let why = printable(e.to_string().as_bytes());
+            queue.push_back(Incoming::Fatal(format!("ERR Protocol error: {why}")));
+            false
+        }
+        None => false,
+    }
+}

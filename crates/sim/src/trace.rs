@@ -1,0 +1,88 @@
+//! Compact, human-readable renderings for the `--verbose` trace, and the
+//! running hash that the determinism test compares.
+
+use synod_types::{AcceptorMsg, Command, LearnerMsg, Message, ProposerMsg, ReplicaMsg, Value};
+
+fn command(c: &Command) -> String {
+    match synod_codec::decode::<crate::machine::RegOp>(&c.op) {
+        Ok(op) => format!("{:x}/{}:{op:?}", c.client.0 & 0xffff, c.seq),
+        Err(_) => format!("{:x}/{}:<{} bytes>", c.client.0 & 0xffff, c.seq, c.op.len()),
+    }
+}
+
+/// `Noop` or `[client/seq:op, ...]`, with client ids shortened to 16 bits.
+pub fn value(v: &Value) -> String {
+    match v {
+        Value::Noop => "Noop".to_string(),
+        Value::Batch(cmds) => {
+            let parts: Vec<String> = cmds.iter().map(command).collect();
+            format!("[{}]", parts.join(", "))
+        }
+    }
+}
+
+pub fn message(m: &Message) -> String {
+    match m {
+        Message::Acceptor(AcceptorMsg::Prepare { ballot, from_slot }) => {
+            format!("Prepare {ballot:?} from_slot={from_slot}")
+        }
+        Message::Acceptor(AcceptorMsg::Accept { ballot, slot, value: v }) => {
+            format!("Accept {ballot:?} slot={slot} {}", value(v))
+        }
+        Message::Proposer(ProposerMsg::Promise { ballot, accepted }) => {
+            let parts: Vec<String> = accepted
+                .iter()
+                .map(|e| format!("{}@{:?}={}", e.slot, e.ballot, value(&e.value)))
+                .collect();
+            format!("Promise {ballot:?} accepted=[{}]", parts.join(", "))
+        }
+        Message::Proposer(ProposerMsg::Accepted { ballot, slot }) => format!("Accepted {ballot:?} slot={slot}"),
+        Message::Proposer(ProposerMsg::Preempted { ballot, promised }) => {
+            format!("Preempted {ballot:?} promised={promised:?}")
+        }
+        Message::Proposer(ProposerMsg::Propose { commands }) => {
+            let parts: Vec<String> = commands.iter().map(command).collect();
+            format!("Propose [{}]", parts.join(", "))
+        }
+        Message::Proposer(ProposerMsg::Heartbeat { ballot, first_unchosen }) => {
+            format!("Heartbeat {ballot:?} first_unchosen={first_unchosen}")
+        }
+        Message::Proposer(ProposerMsg::Chosen { slot }) => format!("Chosen slot={slot}"),
+        Message::Learner(LearnerMsg::Accepted { ballot, slot, value: v }) => {
+            format!("Accepted→learner {ballot:?} slot={slot} {}", value(v))
+        }
+        Message::Learner(LearnerMsg::CatchUp { from_slot }) => format!("CatchUp from_slot={from_slot}"),
+        Message::Replica(ReplicaMsg::Decide { slot, ballot, value: v }) => {
+            format!("Decide slot={slot} {ballot:?} {}", value(v))
+        }
+        Message::Replica(ReplicaMsg::Decisions { entries, more }) => {
+            let first = entries.first().map_or(0, |e| e.0);
+            let last = entries.last().map_or(0, |e| e.0);
+            format!("Decisions slots {first}..={last} ({} entries) more={more}", entries.len())
+        }
+    }
+}
+
+/// FNV-1a, 64 bit: folds the bytes of every delivered message (and every
+/// other event) into one number per run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceHash(pub u64);
+
+impl Default for TraceHash {
+    fn default() -> Self {
+        TraceHash(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl TraceHash {
+    pub fn bytes(&mut self, data: &[u8]) {
+        for b in data {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub fn u64(&mut self, x: u64) {
+        self.bytes(&x.to_le_bytes());
+    }
+}
