@@ -129,10 +129,12 @@ impl Cluster {
     /// `SYNOD.STATUS` of a replica as a map.
     pub fn status(&self, id: &str) -> Result<BTreeMap<String, String>> {
         let mut c = self.client(id)?;
-        let v: Vec<String> = redis::cmd("SYNOD.STATUS").query(&mut c)?;
+        let v: Vec<Option<String>> = redis::cmd("SYNOD.STATUS").query(&mut c)?;
         Ok(v.chunks(2)
-            .filter(|p| p.len() == 2)
-            .map(|p| (p[0].clone(), p[1].clone()))
+            .filter_map(|p| match p {
+                [Some(k), v] => Some((k.clone(), v.clone().unwrap_or_default())),
+                _ => None,
+            })
             .collect())
     }
 
