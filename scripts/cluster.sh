@@ -107,7 +107,7 @@ wait_leader() {
 }
 
 status_field() { # status_field ADDR FIELD
-    resp "$1" SYNOD.STATUS 2>/dev/null | awk -v f="$2" 'NR > 1 && !/^\$/ { if (prev == f) { print; exit } prev = $0 }'
+    resp "$1" SYNOD.STATUS 2>/dev/null | awk -v f="$2" 'NR > 1 && !/^\$/ { sub(/^[:+]/, ""); if (prev == f) { print; exit } prev = $0 }'
 }
 
 case "${1:-}" in

@@ -174,7 +174,8 @@ impl<S: StateMachine> Replica<S> {
                 self.record(slot, value);
             }
             ReplicaMsg::Decisions { entries, more } => {
-                for (slot, _, value) in entries {
+                for (slot, ballot, value) in entries {
+                    self.leader_hint.get_or_insert(ballot.node);
                     self.record(slot, value);
                 }
                 ask_more = more;

@@ -37,7 +37,7 @@ impl Violation {
     /// Safety violations: something wrong already happened. Everything else
     /// (`liveness`) is a failure to make progress once faults stopped.
     pub fn is_safety(&self) -> bool {
-        self.invariant != "liveness"
+        !matches!(self.invariant, "liveness" | "message-storm")
     }
 }
 

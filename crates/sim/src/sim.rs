@@ -29,6 +29,12 @@ use synod_types::{
 const KEYS: u64 = 3;
 /// Share of client operations that are writes.
 const WRITE_RATIO: f64 = 0.6;
+/// Deliveries allowed per [`STORM_WINDOW`] ticks. A healthy cluster of this
+/// size stays two orders of magnitude below; more means messages breed
+/// messages (a retry loop without progress), which would also stall the
+/// simulator, so it is reported instead of being waited out.
+const STORM_LIMIT: u64 = 60_000;
+const STORM_WINDOW: u64 = 100;
 
 /// Counters of one run, for the summary and the determinism test.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -189,6 +195,11 @@ pub(crate) struct Sim {
     checker: Checker,
     stats: Stats,
     hash: TraceHash,
+    /// Deliveries since tick `storm_since`, for the storm detector.
+    storm_count: u64,
+    storm_since: u64,
+    /// Deliveries per (role of message, variant name) in the current window.
+    storm_kinds: BTreeMap<&'static str, u64>,
 }
 
 impl Sim {
@@ -292,6 +303,9 @@ impl Sim {
             checker,
             stats: Stats::default(),
             hash: TraceHash::default(),
+            storm_count: 0,
+            storm_since: 0,
+            storm_kinds: BTreeMap::new(),
             opts,
         };
         for i in 0..sim.nodes.len() {
@@ -616,6 +630,7 @@ impl Sim {
         self.hash.bytes(&p.bytes);
         let msg: Message = synod_codec::decode(&p.bytes)
             .map_err(|e| violation("codec", self.now, format!("decode of a message we encoded failed: {e}")))?;
+        self.storm_check(&msg)?;
         let from = self.nodes[p.from].id.clone();
         self.log(|| format!("{} → {}: {}", from, self.nodes[p.to].id, trace::message(&msg)));
         let i = p.to;
@@ -649,6 +664,32 @@ impl Sim {
                 self.replica_effects(i, out)
             }
         }
+    }
+
+    fn storm_check(&mut self, msg: &Message) -> Check {
+        if self.now >= self.storm_since + STORM_WINDOW {
+            self.storm_since = self.now;
+            self.storm_count = 0;
+            self.storm_kinds.clear();
+        }
+        self.storm_count += 1;
+        *self.storm_kinds.entry(trace::kind(msg)).or_default() += 1;
+        if self.storm_count <= STORM_LIMIT {
+            return Ok(());
+        }
+        let mut kinds: Vec<(u64, &str)> = self.storm_kinds.iter().map(|(k, n)| (*n, *k)).collect();
+        kinds.sort_unstable_by(|a, b| b.cmp(a));
+        kinds.truncate(4);
+        Err(violation(
+            "message-storm",
+            self.now,
+            format!(
+                "{} messages delivered since t={} (limit {STORM_LIMIT} per {STORM_WINDOW} ticks); most: {kinds:?}\n    {}",
+                self.storm_count,
+                self.storm_since,
+                self.stuck("state when the storm was detected").detail
+            ),
+        ))
     }
 
     // ------------------------------------------------------- role effects

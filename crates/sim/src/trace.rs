@@ -63,6 +63,24 @@ pub fn message(m: &Message) -> String {
     }
 }
 
+/// The message's variant name, for counting.
+pub fn kind(m: &Message) -> &'static str {
+    match m {
+        Message::Acceptor(AcceptorMsg::Prepare { .. }) => "Prepare",
+        Message::Acceptor(AcceptorMsg::Accept { .. }) => "Accept",
+        Message::Proposer(ProposerMsg::Promise { .. }) => "Promise",
+        Message::Proposer(ProposerMsg::Accepted { .. }) => "Accepted",
+        Message::Proposer(ProposerMsg::Preempted { .. }) => "Preempted",
+        Message::Proposer(ProposerMsg::Propose { .. }) => "Propose",
+        Message::Proposer(ProposerMsg::Heartbeat { .. }) => "Heartbeat",
+        Message::Proposer(ProposerMsg::Chosen { .. }) => "Chosen",
+        Message::Learner(LearnerMsg::Accepted { .. }) => "Accepted→learner",
+        Message::Learner(LearnerMsg::CatchUp { .. }) => "CatchUp",
+        Message::Replica(ReplicaMsg::Decide { .. }) => "Decide",
+        Message::Replica(ReplicaMsg::Decisions { .. }) => "Decisions",
+    }
+}
+
 /// FNV-1a, 64 bit: folds the bytes of every delivered message (and every
 /// other event) into one number per run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
