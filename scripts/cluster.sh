@@ -10,8 +10,8 @@
 #   scripts/cluster.sh pause ID      SIGSTOP one node
 #   scripts/cluster.sh resume ID     SIGCONT one node
 #
-# CONFIG defaults to configs/local-3.toml; later commands reuse the config of
-# the last `up`. Pid files, logs and data live under run/<config name>/ (git
+# CONFIG defaults to configs/local-3.toml; the other commands act on the
+# config of the last `up` (or take it as their second argument: `down CONFIG`). Pid files, logs and data live under run/<config name>/ (git
 # ignores run/). SYNOD_BIN overrides the binary; SYNOD_PROFILE=debug builds a
 # debug binary instead of release.
 set -euo pipefail
@@ -31,8 +31,11 @@ current_config() {
     else echo configs/local-3.toml; fi
 }
 
-config=$(current_config "${2:-}")
-case "${1:-}" in kill|start|pause|resume) config=$(current_config "") ;; esac
+case "${1:-}" in
+    up) config=${2:-configs/local-3.toml} ;;
+    kill|start|pause|resume) config=$(current_config "") ;;
+    *) config=$(current_config "${2:-}") ;;
+esac
 [ -f "$config" ] || die "no such config: $config"
 name=$(basename "$config" .toml)
 rundir=$root/run/$name
