@@ -46,7 +46,10 @@ impl Cluster {
         for node in list.iter_mut() {
             let t = node.as_table_mut().ok_or_else(|| anyhow!("bad node"))?;
             let id = t["id"].as_str().unwrap_or_default().to_string();
-            t.insert("peer_addr".into(), format!("127.0.0.1:{}", free_port()?).into());
+            t.insert(
+                "peer_addr".into(),
+                format!("127.0.0.1:{}", free_port()?).into(),
+            );
             let client = if t.contains_key("client_addr") {
                 let p = free_port()?;
                 t.insert("client_addr".into(), format!("127.0.0.1:{p}").into());
@@ -89,7 +92,10 @@ impl Cluster {
 
     /// SIGKILL: no chance to flush or say goodbye.
     pub fn kill(&mut self, id: &str) -> Result<()> {
-        let mut child = self.procs.remove(id).ok_or_else(|| anyhow!("{id} not running"))?;
+        let mut child = self
+            .procs
+            .remove(id)
+            .ok_or_else(|| anyhow!("{id} not running"))?;
         child.kill()?;
         child.wait()?;
         Ok(())
@@ -104,7 +110,12 @@ impl Cluster {
     }
 
     pub fn client(&self, id: &str) -> Result<redis::Connection> {
-        let port = self.nodes.get(id).copied().flatten().ok_or_else(|| anyhow!("{id} has no client port"))?;
+        let port = self
+            .nodes
+            .get(id)
+            .copied()
+            .flatten()
+            .ok_or_else(|| anyhow!("{id} has no client port"))?;
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
         let conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
         conn.set_read_timeout(Some(Duration::from_secs(8)))?;
@@ -144,7 +155,9 @@ impl Cluster {
         loop {
             match f() {
                 Ok(v) => return Ok(v),
-                Err(e) if start.elapsed() >= limit => return Err(e.context(format!("still failing after {limit:?}"))),
+                Err(e) if start.elapsed() >= limit => {
+                    return Err(e.context(format!("still failing after {limit:?}")))
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }

@@ -38,7 +38,11 @@ fn set_through_one_node_get_through_another() -> Result<()> {
 fn leader_kill_failover_and_restart_catch_up() -> Result<()> {
     let mut c = start("local-3.toml")?;
     for i in 0..40 {
-        c.set(["n1", "n2", "n3"][i % 3], &format!("k{i}"), &format!("v{i}"))?;
+        c.set(
+            ["n1", "n2", "n3"][i % 3],
+            &format!("k{i}"),
+            &format!("v{i}"),
+        )?;
     }
     let leader = Cluster::eventually(Duration::from_secs(5), || {
         let s = c.status("n1")?;
@@ -49,13 +53,25 @@ fn leader_kill_failover_and_restart_catch_up() -> Result<()> {
     })?;
     c.kill(&leader)?;
     let killed_at = Instant::now();
-    let survivor = ["n1", "n2", "n3"].into_iter().find(|n| *n != leader).unwrap_or("n1");
-    Cluster::eventually(Duration::from_secs(10), || c.set(survivor, "after", "failover"))?;
+    let survivor = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader)
+        .unwrap_or("n1");
+    Cluster::eventually(Duration::from_secs(10), || {
+        c.set(survivor, "after", "failover")
+    })?;
     let failover = killed_at.elapsed();
     eprintln!("failover: first acknowledged write {failover:?} after SIGKILL of leader {leader}");
-    assert!(failover < Duration::from_secs(5), "failover took {failover:?}");
+    assert!(
+        failover < Duration::from_secs(5),
+        "failover took {failover:?}"
+    );
     for i in 0..40 {
-        assert_eq!(c.get(survivor, &format!("k{i}"))?, Some(format!("v{i}")), "acknowledged write k{i} lost");
+        assert_eq!(
+            c.get(survivor, &format!("k{i}"))?,
+            Some(format!("v{i}")),
+            "acknowledged write k{i} lost"
+        );
     }
     // More writes while the old leader is down, then bring it back.
     for i in 40..60 {
@@ -63,7 +79,10 @@ fn leader_kill_failover_and_restart_catch_up() -> Result<()> {
     }
     c.start_node(&leader)?;
     let applied = |id: &str| -> Result<u64> {
-        Ok(c.status(id)?.get("applied").and_then(|a| a.parse().ok()).unwrap_or(0))
+        Ok(c.status(id)?
+            .get("applied")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0))
     };
     let want = applied(survivor)?;
     Cluster::eventually(Duration::from_secs(20), || {
@@ -119,16 +138,37 @@ fn split_roles_cluster_serves_reads_and_writes() -> Result<()> {
 #[test]
 fn bad_configs_exit_with_code_2_and_one_line() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let good = std::fs::read_to_string(synod_integration_tests::repo_root().join("configs/local-3.toml"))?;
+    let good =
+        std::fs::read_to_string(synod_integration_tests::repo_root().join("configs/local-3.toml"))?;
     let cases = [
-        ("dup-addr.toml", good.replace("127.0.0.1:7102", "127.0.0.1:7101"), "used twice"),
-        ("two-acceptors.toml", good.replacen("roles = [\"proposer\", \"acceptor\", \"learner\", \"replica\"]", "roles = [\"proposer\"]", 1), "at least 3"),
-        ("garbage.toml", "cluster_id = [".to_string(), "invalid config"),
+        (
+            "dup-addr.toml",
+            good.replace("127.0.0.1:7102", "127.0.0.1:7101"),
+            "used twice",
+        ),
+        (
+            "two-acceptors.toml",
+            good.replacen(
+                "roles = [\"proposer\", \"acceptor\", \"learner\", \"replica\"]",
+                "roles = [\"proposer\"]",
+                1,
+            ),
+            "at least 3",
+        ),
+        (
+            "garbage.toml",
+            "cluster_id = [".to_string(),
+            "invalid config",
+        ),
     ];
     for (name, text, want) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, text)?;
-        let out = std::process::Command::new(BIN).args(["node", "--config"]).arg(&path).args(["--id", "n1"]).output()?;
+        let out = std::process::Command::new(BIN)
+            .args(["node", "--config"])
+            .arg(&path)
+            .args(["--id", "n1"])
+            .output()?;
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: {err}");
         assert!(err.contains(want), "{name}: {err}");
@@ -141,7 +181,9 @@ fn bad_configs_exit_with_code_2_and_one_line() -> Result<()> {
         .output()?;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown node id"));
-    let out = std::process::Command::new(BIN).args(["node", "--config", "/nonexistent.toml", "--id", "n1"]).output()?;
+    let out = std::process::Command::new(BIN)
+        .args(["node", "--config", "/nonexistent.toml", "--id", "n1"])
+        .output()?;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config"));
     Ok(())

@@ -53,7 +53,9 @@ impl Acceptor {
 
     pub fn handle(&mut self, from: NodeId, msg: AcceptorMsg) -> Output {
         match msg {
-            AcceptorMsg::Prepare { ballot, from_slot } => self.handle_prepare(from, ballot, from_slot),
+            AcceptorMsg::Prepare { ballot, from_slot } => {
+                self.handle_prepare(from, ballot, from_slot)
+            }
             AcceptorMsg::Accept {
                 ballot,
                 slot,
@@ -82,8 +84,10 @@ impl Acceptor {
                 value: v.clone(),
             })
             .collect();
-        out.send
-            .push((from, Message::Proposer(ProposerMsg::Promise { ballot, accepted })));
+        out.send.push((
+            from,
+            Message::Proposer(ProposerMsg::Promise { ballot, accepted }),
+        ));
         out
     }
 
@@ -95,10 +99,13 @@ impl Acceptor {
         }
         // A retransmitted p2a we already hold needs no second disk write,
         // only a second answer (the first may have been lost).
-        let already = matches!(self.state.accepted.get(&slot), Some((b, v)) if *b == ballot && *v == value);
+        let already =
+            matches!(self.state.accepted.get(&slot), Some((b, v)) if *b == ballot && *v == value);
         if !already {
             self.state.promised = ballot.clone();
-            self.state.accepted.insert(slot, (ballot.clone(), value.clone()));
+            self.state
+                .accepted
+                .insert(slot, (ballot.clone(), value.clone()));
             out.persist.push(Record::Accept {
                 slot,
                 ballot: ballot.clone(),
@@ -115,8 +122,10 @@ impl Acceptor {
                 }),
             ));
         }
-        out.send
-            .push((from, Message::Proposer(ProposerMsg::Accepted { ballot, slot })));
+        out.send.push((
+            from,
+            Message::Proposer(ProposerMsg::Accepted { ballot, slot }),
+        ));
         out
     }
 
@@ -137,16 +146,30 @@ mod tests {
         Ballot::new(r, NodeId::new(n))
     }
     fn v(x: u8) -> Value {
-        Value::Batch(vec![Command { client: ClientId(9), seq: 1, op: vec![x].into() }])
+        Value::Batch(vec![Command {
+            client: ClientId(9),
+            seq: 1,
+            op: vec![x].into(),
+        }])
     }
     fn acc() -> Acceptor {
         Acceptor::new(vec![NodeId::new("l1")], AcceptorState::default())
     }
     fn prepare(a: &mut Acceptor, ballot: Ballot, from_slot: Slot) -> Output {
-        a.handle(ballot.node.clone(), AcceptorMsg::Prepare { ballot, from_slot })
+        a.handle(
+            ballot.node.clone(),
+            AcceptorMsg::Prepare { ballot, from_slot },
+        )
     }
     fn accept(a: &mut Acceptor, ballot: Ballot, slot: Slot, value: Value) -> Output {
-        a.handle(ballot.node.clone(), AcceptorMsg::Accept { ballot, slot, value })
+        a.handle(
+            ballot.node.clone(),
+            AcceptorMsg::Accept {
+                ballot,
+                slot,
+                value,
+            },
+        )
     }
 
     #[test]
@@ -162,7 +185,11 @@ mod tests {
                 NodeId::new("p2"),
                 Message::Proposer(ProposerMsg::Promise {
                     ballot: b(2, "p2"),
-                    accepted: vec![PromiseEntry { slot: 7, ballot: b(1, "p1"), value: v(7) }],
+                    accepted: vec![PromiseEntry {
+                        slot: 7,
+                        ballot: b(1, "p1"),
+                        value: v(7)
+                    }],
                 })
             )]
         );
@@ -172,8 +199,14 @@ mod tests {
     fn lower_ballots_are_refused_with_the_promised_one() {
         let mut a = acc();
         prepare(&mut a, b(5, "p2"), 0);
-        for out in [prepare(&mut a, b(4, "p1"), 0), accept(&mut a, b(5, "p1"), 0, v(1))] {
-            assert!(out.persist.is_empty(), "a refusal must not change durable state");
+        for out in [
+            prepare(&mut a, b(4, "p1"), 0),
+            accept(&mut a, b(5, "p1"), 0, v(1)),
+        ] {
+            assert!(
+                out.persist.is_empty(),
+                "a refusal must not change durable state"
+            );
             assert_eq!(
                 out.send,
                 vec![(
@@ -199,15 +232,29 @@ mod tests {
     fn accept_persists_then_tells_proposer_and_learners() {
         let mut a = acc();
         let out = accept(&mut a, b(1, "p1"), 0, v(1));
-        assert_eq!(out.persist, vec![Record::Accept { slot: 0, ballot: b(1, "p1"), value: v(1) }]);
+        assert_eq!(
+            out.persist,
+            vec![Record::Accept {
+                slot: 0,
+                ballot: b(1, "p1"),
+                value: v(1)
+            }]
+        );
         assert_eq!(out.send.len(), 2);
         assert!(out.send.contains(&(
             NodeId::new("l1"),
-            Message::Learner(LearnerMsg::Accepted { ballot: b(1, "p1"), slot: 0, value: v(1) })
+            Message::Learner(LearnerMsg::Accepted {
+                ballot: b(1, "p1"),
+                slot: 0,
+                value: v(1)
+            })
         )));
         assert!(out.send.contains(&(
             NodeId::new("p1"),
-            Message::Proposer(ProposerMsg::Accepted { ballot: b(1, "p1"), slot: 0 })
+            Message::Proposer(ProposerMsg::Accepted {
+                ballot: b(1, "p1"),
+                slot: 0
+            })
         )));
         // Equal ballot to the promise is allowed; higher raises the promise.
         accept(&mut a, b(3, "p2"), 1, v(2));
@@ -221,14 +268,28 @@ mod tests {
     #[test]
     fn recovered_state_is_honoured() {
         let mut st = AcceptorState::default();
-        st.apply(Record::Accept { slot: 2, ballot: b(4, "p1"), value: v(9) });
+        st.apply(Record::Accept {
+            slot: 2,
+            ballot: b(4, "p1"),
+            value: v(9),
+        });
         let mut a = Acceptor::new(vec![], st);
         let out = prepare(&mut a, b(3, "p2"), 0);
-        assert!(matches!(out.send[0].1, Message::Proposer(ProposerMsg::Preempted { .. })));
+        assert!(matches!(
+            out.send[0].1,
+            Message::Proposer(ProposerMsg::Preempted { .. })
+        ));
         let out = prepare(&mut a, b(5, "p2"), 0);
         match &out.send[0].1 {
             Message::Proposer(ProposerMsg::Promise { accepted, .. }) => {
-                assert_eq!(accepted, &vec![PromiseEntry { slot: 2, ballot: b(4, "p1"), value: v(9) }])
+                assert_eq!(
+                    accepted,
+                    &vec![PromiseEntry {
+                        slot: 2,
+                        ballot: b(4, "p1"),
+                        value: v(9)
+                    }]
+                )
             }
             m => panic!("unexpected {m:?}"),
         }

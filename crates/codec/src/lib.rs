@@ -142,24 +142,56 @@ mod tests {
         prop_oneof![
             Just(Value::Noop),
             proptest::collection::vec(
-                (any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..40)),
+                (
+                    any::<u64>(),
+                    any::<u64>(),
+                    proptest::collection::vec(any::<u8>(), 0..40)
+                ),
                 0..4
             )
             .prop_map(|cmds| Value::Batch(
                 cmds.into_iter()
-                    .map(|(c, s, op)| Command { client: ClientId(c), seq: s, op: op.into() })
+                    .map(|(c, s, op)| Command {
+                        client: ClientId(c),
+                        seq: s,
+                        op: op.into()
+                    })
                     .collect()
             )),
         ]
     }
 
     fn message() -> impl Strategy<Value = Message> {
-        let ballot = (any::<u64>(), "[a-z][0-9]{0,3}").prop_map(|(r, n)| Ballot::new(r, NodeId::new(&n)));
+        let ballot =
+            (any::<u64>(), "[a-z][0-9]{0,3}").prop_map(|(r, n)| Ballot::new(r, NodeId::new(&n)));
         prop_oneof![
-            (ballot.clone(), any::<u64>()).prop_map(|(ballot, from_slot)| Message::Acceptor(AcceptorMsg::Prepare { ballot, from_slot })),
-            (ballot.clone(), any::<u64>(), value()).prop_map(|(ballot, slot, value)| Message::Acceptor(AcceptorMsg::Accept { ballot, slot, value })),
-            (ballot.clone(), any::<u64>(), value()).prop_map(|(ballot, slot, value)| Message::Proposer(ProposerMsg::Promise { ballot: ballot.clone(), accepted: vec![PromiseEntry { slot, ballot, value }] })),
-            (ballot.clone(), any::<u64>(), value()).prop_map(|(ballot, slot, value)| Message::Replica(ReplicaMsg::Decide { slot, ballot, value })),
+            (ballot.clone(), any::<u64>()).prop_map(|(ballot, from_slot)| Message::Acceptor(
+                AcceptorMsg::Prepare { ballot, from_slot }
+            )),
+            (ballot.clone(), any::<u64>(), value()).prop_map(|(ballot, slot, value)| {
+                Message::Acceptor(AcceptorMsg::Accept {
+                    ballot,
+                    slot,
+                    value,
+                })
+            }),
+            (ballot.clone(), any::<u64>(), value()).prop_map(|(ballot, slot, value)| {
+                Message::Proposer(ProposerMsg::Promise {
+                    ballot: ballot.clone(),
+                    accepted: vec![PromiseEntry {
+                        slot,
+                        ballot,
+                        value,
+                    }],
+                })
+            }),
+            (ballot.clone(), any::<u64>(), value()).prop_map(|(ballot, slot, value)| {
+                Message::Replica(ReplicaMsg::Decide {
+                    slot,
+                    ballot,
+                    value,
+                })
+            }),
             any::<u64>().prop_map(|from_slot| Message::Learner(LearnerMsg::CatchUp { from_slot })),
         ]
     }
@@ -197,8 +229,15 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&1000u32.to_be_bytes());
         buf.extend_from_slice(&[0u8; 20]);
-        assert!(matches!(codec.decode(&mut buf), Err(CodecError::TooLarge { .. })));
-        let big = Frame::Hello { cluster_id: "x".repeat(64), version: 1, node: NodeId::new("n1") };
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::TooLarge { .. })
+        ));
+        let big = Frame::Hello {
+            cluster_id: "x".repeat(64),
+            version: 1,
+            node: NodeId::new("n1"),
+        };
         assert!(codec.encode(&big, &mut BytesMut::new()).is_err());
     }
 
@@ -206,6 +245,9 @@ mod tests {
     fn trailing_bytes_are_an_error() {
         let mut bytes = encode(&7u64).unwrap();
         bytes.push(0);
-        assert!(matches!(decode::<u64>(&bytes), Err(CodecError::Trailing(1))));
+        assert!(matches!(
+            decode::<u64>(&bytes),
+            Err(CodecError::Trailing(1))
+        ));
     }
 }

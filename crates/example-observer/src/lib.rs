@@ -77,7 +77,12 @@ pub fn start_node(
 }
 
 /// Submits one command through a node's replica and waits for its output.
-pub async fn submit(ctx: &NodeContext, client: ClientId, seq: u64, op: CounterOp) -> Result<i64, String> {
+pub async fn submit(
+    ctx: &NodeContext,
+    client: ClientId,
+    seq: u64,
+    op: CounterOp,
+) -> Result<i64, String> {
     let replica = ctx.replica.as_ref().ok_or("node runs no replica")?;
     let bytes = synod_codec::encode(&op).map_err(|e| e.to_string())?;
     let (tx, rx) = oneshot::channel();

@@ -9,13 +9,20 @@ use synod_node::ClusterConfig;
 use synod_types::ClientId;
 
 fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[actix_rt::test]
 async fn custom_state_machine_and_observer_see_every_decision() {
     let dir = tempfile::tempdir().unwrap();
-    let mut text = format!("cluster_id = \"obs\"\ndata_root = {:?}\n", dir.path().display().to_string());
+    let mut text = format!(
+        "cluster_id = \"obs\"\ndata_root = {:?}\n",
+        dir.path().display().to_string()
+    );
     for i in 1..=3 {
         text += &format!(
             "[[nodes]]\nid = \"n{i}\"\npeer_addr = \"127.0.0.1:{}\"\nclient_addr = \"127.0.0.1:{}\"\nroles = [\"proposer\", \"acceptor\", \"learner\", \"replica\"]\n",
@@ -35,7 +42,12 @@ async fn custom_state_machine_and_observer_see_every_decision() {
         let node = &nodes[seq as usize % 3];
         let out = tokio::time::timeout(
             Duration::from_secs(10),
-            submit(node, ClientId(100 + seq % 3), seq / 3 + 1, CounterOp::Add(n)),
+            submit(
+                node,
+                ClientId(100 + seq % 3),
+                seq / 3 + 1,
+                CounterOp::Add(n),
+            ),
         )
         .await
         .expect("cluster answers")
@@ -44,7 +56,9 @@ async fn custom_state_machine_and_observer_see_every_decision() {
         last = out;
     }
     assert_eq!(last, 45);
-    let read = submit(&nodes[0], ClientId(7), 1, CounterOp::Read).await.unwrap();
+    let read = submit(&nodes[0], ClientId(7), 1, CounterOp::Read)
+        .await
+        .unwrap();
     assert_eq!(read, 45);
 
     // Every observer saw the same decided slots, with all 10 commands in them.
@@ -59,5 +73,8 @@ async fn custom_state_machine_and_observer_see_every_decision() {
         .collect();
     assert!(views.iter().all(|v| v == &views[0]), "{views:?}");
     let commands: usize = views[0].iter().map(|(_, n)| n).sum();
-    assert!(commands >= 10, "9 adds and a read, retries may add copies: {views:?}");
+    assert!(
+        commands >= 10,
+        "9 adds and a read, retries may add copies: {views:?}"
+    );
 }

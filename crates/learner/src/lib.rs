@@ -15,7 +15,9 @@
 pub mod actor;
 
 use std::collections::{BTreeMap, BTreeSet};
-use synod_types::{majority, Ballot, LearnerMsg, Message, NodeId, ProposerMsg, ReplicaMsg, Slot, Value};
+use synod_types::{
+    majority, Ballot, LearnerMsg, Message, NodeId, ProposerMsg, ReplicaMsg, Slot, Value,
+};
 
 #[derive(Debug, Default, PartialEq)]
 pub struct Output {
@@ -62,7 +64,13 @@ impl Learner {
         }
     }
 
-    fn handle_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot, value: Value) -> Output {
+    fn handle_accepted(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        slot: Slot,
+        value: Value,
+    ) -> Output {
         let mut out = Output::default();
         if self.chosen.contains_key(&slot) || !self.acceptors.contains(&from) {
             return out;
@@ -106,8 +114,10 @@ impl Learner {
         let more = range.next().is_some();
         let mut out = Output::default();
         if !entries.is_empty() {
-            out.send
-                .push((from, Message::Replica(ReplicaMsg::Decisions { entries, more })));
+            out.send.push((
+                from,
+                Message::Replica(ReplicaMsg::Decisions { entries, more }),
+            ));
         }
         out
     }
@@ -124,26 +134,54 @@ mod tests {
         Ballot::new(r, n("p1"))
     }
     fn learner() -> Learner {
-        Learner::new(vec![n("a1"), n("a2"), n("a3")], vec![n("r1")], vec![n("p1")])
+        Learner::new(
+            vec![n("a1"), n("a2"), n("a3")],
+            vec![n("r1")],
+            vec![n("p1")],
+        )
     }
     fn accepted(l: &mut Learner, from: &str, ballot: Ballot, slot: Slot, value: Value) -> Output {
-        l.handle(n(from), LearnerMsg::Accepted { ballot, slot, value })
+        l.handle(
+            n(from),
+            LearnerMsg::Accepted {
+                ballot,
+                slot,
+                value,
+            },
+        )
     }
 
     #[test]
     fn chosen_needs_a_majority_in_one_ballot() {
         let mut l = learner();
-        assert!(accepted(&mut l, "a1", b(1), 0, Value::Noop).decided.is_empty());
+        assert!(accepted(&mut l, "a1", b(1), 0, Value::Noop)
+            .decided
+            .is_empty());
         // Same acceptor twice is still one vote.
-        assert!(accepted(&mut l, "a1", b(1), 0, Value::Noop).decided.is_empty());
+        assert!(accepted(&mut l, "a1", b(1), 0, Value::Noop)
+            .decided
+            .is_empty());
         // A vote in another ballot does not add up with ballot 1.
-        assert!(accepted(&mut l, "a2", b(2), 0, Value::Noop).decided.is_empty());
+        assert!(accepted(&mut l, "a2", b(2), 0, Value::Noop)
+            .decided
+            .is_empty());
         // Unknown senders are not acceptors.
-        assert!(accepted(&mut l, "x9", b(1), 0, Value::Noop).decided.is_empty());
+        assert!(accepted(&mut l, "x9", b(1), 0, Value::Noop)
+            .decided
+            .is_empty());
         let out = accepted(&mut l, "a3", b(1), 0, Value::Noop);
         assert_eq!(out.decided, vec![(0, Value::Noop)]);
-        assert!(out.send.contains(&(n("r1"), Message::Replica(ReplicaMsg::Decide { slot: 0, ballot: b(1), value: Value::Noop }))));
-        assert!(out.send.contains(&(n("p1"), Message::Proposer(ProposerMsg::Chosen { slot: 0 }))));
+        assert!(out.send.contains(&(
+            n("r1"),
+            Message::Replica(ReplicaMsg::Decide {
+                slot: 0,
+                ballot: b(1),
+                value: Value::Noop
+            })
+        )));
+        assert!(out
+            .send
+            .contains(&(n("p1"), Message::Proposer(ProposerMsg::Chosen { slot: 0 }))));
         // Decided once only.
         assert!(accepted(&mut l, "a2", b(1), 0, Value::Noop).send.is_empty());
     }
@@ -159,13 +197,28 @@ mod tests {
         let out = l.handle(n("r9"), LearnerMsg::CatchUp { from_slot: 3 });
         assert_eq!(
             out.send,
-            vec![(n("r9"), Message::Replica(ReplicaMsg::Decisions { entries: vec![(3, b(1), Value::Noop)], more: true }))]
+            vec![(
+                n("r9"),
+                Message::Replica(ReplicaMsg::Decisions {
+                    entries: vec![(3, b(1), Value::Noop)],
+                    more: true
+                })
+            )]
         );
         let out = l.handle(n("r9"), LearnerMsg::CatchUp { from_slot: 4 });
         assert_eq!(
             out.send,
-            vec![(n("r9"), Message::Replica(ReplicaMsg::Decisions { entries: vec![(4, b(1), Value::Noop)], more: false }))]
+            vec![(
+                n("r9"),
+                Message::Replica(ReplicaMsg::Decisions {
+                    entries: vec![(4, b(1), Value::Noop)],
+                    more: false
+                })
+            )]
         );
-        assert!(l.handle(n("r9"), LearnerMsg::CatchUp { from_slot: 5 }).send.is_empty());
+        assert!(l
+            .handle(n("r9"), LearnerMsg::CatchUp { from_slot: 5 })
+            .send
+            .is_empty());
     }
 }

@@ -1,17 +1,21 @@
 //! The `synod` command line, as a library function so test harnesses can
 //! build the very same program under another binary name.
 
+use crate::{ClusterConfig, NodeBuilder, NodeError};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use synod_kv::KvStore;
-use crate::{ClusterConfig, NodeBuilder, NodeError};
 
 /// Exit code for a bad config or command line, as the issue tracker asks.
 const EXIT_CONFIG: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "synod", version, about = "Synod: a Multi-Paxos replicated key-value store")]
+#[command(
+    name = "synod",
+    version,
+    about = "Synod: a Multi-Paxos replicated key-value store"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -45,15 +49,28 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_CONFIG) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match cli.cmd {
         Cmd::CheckConfig { config } => match ClusterConfig::load(&config) {
             Ok(cfg) => {
                 for n in &cfg.nodes {
-                    let client = n.client_addr.map(|a| format!(" client={a}")).unwrap_or_default();
-                    println!("{} peer={}{} roles={}", n.id, n.peer_addr, client, n.roles.join(","));
+                    let client = n
+                        .client_addr
+                        .map(|a| format!(" client={a}"))
+                        .unwrap_or_default();
+                    println!(
+                        "{} peer={}{} roles={}",
+                        n.id,
+                        n.peer_addr,
+                        client,
+                        n.roles.join(",")
+                    );
                 }
                 ExitCode::SUCCESS
             }
@@ -88,7 +105,11 @@ fn run_node(config: PathBuf, id: String) -> ExitCode {
         Ok(ctx) => ctx,
         Err(e) => {
             eprintln!("synod: node {id}: {e}");
-            return ExitCode::from(if matches!(e, NodeError::Config(_)) { EXIT_CONFIG } else { 1 });
+            return ExitCode::from(if matches!(e, NodeError::Config(_)) {
+                EXIT_CONFIG
+            } else {
+                1
+            });
         }
     };
     tracing::info!(node = %ctx.id, roles = ?ctx.node.roles, peer = %ctx.node.peer_addr,

@@ -142,7 +142,9 @@ impl ClusterConfig {
         for n in &self.nodes {
             let valid_id = !n.id.is_empty()
                 && n.id.len() <= 23
-                && n.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                && n.id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !valid_id {
                 return Err(format!(
                     "node id {:?} must be 1-23 characters of [A-Za-z0-9_-]",
@@ -165,11 +167,17 @@ impl ClusterConfig {
             }
             for addr in std::iter::once(n.peer_addr).chain(n.client_addr) {
                 if let Some(other) = addrs.insert(addr, &n.id) {
-                    return Err(format!("address {addr} is used twice (nodes {other} and {})", n.id));
+                    return Err(format!(
+                        "address {addr} is used twice (nodes {other} and {})",
+                        n.id
+                    ));
                 }
             }
             if n.has(Role::Replica) && n.client_addr.is_none() {
-                return Err(format!("node {} runs a replica but has no client_addr", n.id));
+                return Err(format!(
+                    "node {} runs a replica but has no client_addr",
+                    n.id
+                ));
             }
         }
         let acceptors = self.with_role(Role::Acceptor).len();
@@ -185,7 +193,9 @@ impl ClusterConfig {
         }
         let t = &self.timing;
         if t.tick_ms == 0 || t.heartbeat_ticks == 0 || t.retransmit_ticks == 0 {
-            return Err("timing.tick_ms, heartbeat_ticks and retransmit_ticks must be positive".into());
+            return Err(
+                "timing.tick_ms, heartbeat_ticks and retransmit_ticks must be positive".into(),
+            );
         }
         if t.election_timeout_ticks <= 2 * t.heartbeat_ticks {
             return Err(format!(
@@ -206,7 +216,10 @@ impl ClusterConfig {
     pub fn node(&self, id: &str) -> Result<&NodeConfig, String> {
         self.nodes.iter().find(|n| n.id == id).ok_or_else(|| {
             let known: Vec<&str> = self.nodes.iter().map(|n| n.id.as_str()).collect();
-            format!("unknown node id {id:?} (the config lists {})", known.join(", "))
+            format!(
+                "unknown node id {id:?} (the config lists {})",
+                known.join(", ")
+            )
         })
     }
 
@@ -254,7 +267,9 @@ roles = ["acceptor"]
 "#;
 
     fn err(text: &str) -> String {
-        ClusterConfig::parse(text, "x.toml").unwrap_err().to_string()
+        ClusterConfig::parse(text, "x.toml")
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -271,9 +286,18 @@ roles = ["acceptor"]
         let cases = [
             (GOOD.replace("9102", "9101"), "used twice"),
             (GOOD.replace("\"n2\"", "\"n1\""), "listed twice"),
-            (GOOD.replace("roles = [\"acceptor\"]\n[[nodes]]\nid = \"n3\"", "roles = [\"learner\"]\n[[nodes]]\nid = \"n3\""), "at least 3"),
+            (
+                GOOD.replace(
+                    "roles = [\"acceptor\"]\n[[nodes]]\nid = \"n3\"",
+                    "roles = [\"learner\"]\n[[nodes]]\nid = \"n3\"",
+                ),
+                "at least 3",
+            ),
             (GOOD.replace("\"replica\"", "\"replicant\""), "unknown role"),
-            (GOOD.replace("client_addr = \"127.0.0.1:9001\"\n", ""), "no client_addr"),
+            (
+                GOOD.replace("client_addr = \"127.0.0.1:9001\"\n", ""),
+                "no client_addr",
+            ),
             (GOOD.replace("127.0.0.1:9103", "not-an-address"), "invalid"),
             (format!("{GOOD}\nbogus = 1\n"), "bogus"),
             ("cluster_id = ".to_string(), "invalid"),

@@ -176,7 +176,9 @@ impl Proposer {
             ProposerMsg::Promise { ballot, accepted } => {
                 self.handle_promise(from, ballot, accepted, &mut out)
             }
-            ProposerMsg::Accepted { ballot, slot } => self.handle_accepted(from, ballot, slot, &mut out),
+            ProposerMsg::Accepted { ballot, slot } => {
+                self.handle_accepted(from, ballot, slot, &mut out)
+            }
             ProposerMsg::Preempted { promised, .. } => self.handle_preempted(promised, &mut out),
             ProposerMsg::Propose { commands } => self.handle_propose(commands, &mut out),
             ProposerMsg::Heartbeat {
@@ -256,7 +258,10 @@ impl Proposer {
         accepted: Vec<PromiseEntry>,
         out: &mut Output,
     ) {
-        if self.phase != Phase::Candidate || ballot != self.ballot || !self.acceptors.contains(&from) {
+        if self.phase != Phase::Candidate
+            || ballot != self.ballot
+            || !self.acceptors.contains(&from)
+        {
             return;
         }
         self.promises.insert(from, accepted);
@@ -395,7 +400,13 @@ impl Proposer {
         self.forward_queue(out);
     }
 
-    fn handle_heartbeat(&mut self, from: NodeId, ballot: Ballot, first_unchosen: Slot, out: &mut Output) {
+    fn handle_heartbeat(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        first_unchosen: Slot,
+        out: &mut Output,
+    ) {
         // Everything below the leader's first unchosen slot is chosen, so a
         // future phase 1 of ours need not ask about it.
         if first_unchosen > self.first_unchosen {
@@ -430,8 +441,10 @@ impl Proposer {
     fn handle_propose(&mut self, commands: Vec<Command>, out: &mut Output) {
         match (&self.phase, &self.leader) {
             (Phase::Follower, Some(l)) => {
-                out.send
-                    .push((l.clone(), Message::Proposer(ProposerMsg::Propose { commands })));
+                out.send.push((
+                    l.clone(),
+                    Message::Proposer(ProposerMsg::Propose { commands }),
+                ));
             }
             _ => {
                 let room = self.cfg.max_queue.saturating_sub(self.queue.len());
@@ -444,18 +457,24 @@ impl Proposer {
     fn forward_queue(&mut self, out: &mut Output) {
         if let (Some(l), false) = (&self.leader, self.queue.is_empty()) {
             let commands = self.queue.drain(..).collect();
-            out.send
-                .push((l.clone(), Message::Proposer(ProposerMsg::Propose { commands })));
+            out.send.push((
+                l.clone(),
+                Message::Proposer(ProposerMsg::Propose { commands }),
+            ));
         }
     }
 
     fn fill_window(&mut self, out: &mut Output) {
-        while self.phase == Phase::Leader && self.inflight.len() < self.cfg.window && !self.queue.is_empty() {
+        while self.phase == Phase::Leader
+            && self.inflight.len() < self.cfg.window
+            && !self.queue.is_empty()
+        {
             let mut batch = Vec::new();
             let mut bytes = 0;
             while let Some(c) = self.queue.front() {
                 if !batch.is_empty()
-                    && (batch.len() >= self.cfg.max_batch || bytes + c.op.len() > self.cfg.max_batch_bytes)
+                    && (batch.len() >= self.cfg.max_batch
+                        || bytes + c.op.len() > self.cfg.max_batch_bytes)
                 {
                     break;
                 }

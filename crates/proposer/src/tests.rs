@@ -8,13 +8,20 @@ fn b(r: u64, node: &str) -> Ballot {
     Ballot::new(r, n(node))
 }
 fn cmd(seq: u64) -> Command {
-    Command { client: ClientId(1), seq, op: vec![seq as u8].into() }
+    Command {
+        client: ClientId(1),
+        seq,
+        op: vec![seq as u8].into(),
+    }
 }
 fn acceptors() -> Vec<NodeId> {
     vec![n("a1"), n("a2"), n("a3")]
 }
 fn cfg() -> ProposerConfig {
-    ProposerConfig { window: 2, ..ProposerConfig::default() }
+    ProposerConfig {
+        window: 2,
+        ..ProposerConfig::default()
+    }
 }
 fn proposer() -> Proposer {
     Proposer::new(n("p1"), acceptors(), vec![n("p1"), n("p2")], cfg(), 7)
@@ -24,7 +31,8 @@ fn proposer() -> Proposer {
 fn run_to_candidate(p: &mut Proposer) -> Ballot {
     for _ in 0..1000 {
         let out = p.tick();
-        if let Some((_, Message::Acceptor(AcceptorMsg::Prepare { ballot, .. }))) = out.send.first() {
+        if let Some((_, Message::Acceptor(AcceptorMsg::Prepare { ballot, .. }))) = out.send.first()
+        {
             assert_eq!(out.send.len(), 3, "p1a goes to every acceptor");
             return ballot.clone();
         }
@@ -36,7 +44,13 @@ fn elect(p: &mut Proposer, promises: Vec<Vec<PromiseEntry>>) -> Output {
     let ballot = run_to_candidate(p);
     let mut last = Output::default();
     for (i, accepted) in promises.into_iter().enumerate() {
-        last = p.handle(acceptors()[i].clone(), ProposerMsg::Promise { ballot: ballot.clone(), accepted });
+        last = p.handle(
+            acceptors()[i].clone(),
+            ProposerMsg::Promise {
+                ballot: ballot.clone(),
+                accepted,
+            },
+        );
     }
     last
 }
@@ -45,7 +59,9 @@ fn accepts(out: &Output) -> BTreeMap<Slot, Value> {
     out.send
         .iter()
         .filter_map(|(_, m)| match m {
-            Message::Acceptor(AcceptorMsg::Accept { slot, value, .. }) => Some((*slot, value.clone())),
+            Message::Acceptor(AcceptorMsg::Accept { slot, value, .. }) => {
+                Some((*slot, value.clone()))
+            }
             _ => None,
         })
         .collect()
@@ -58,10 +74,22 @@ fn new_leader_reproposes_highest_ballot_values_and_fills_gaps() {
     let out = elect(
         &mut p,
         vec![
-            vec![PromiseEntry { slot: 0, ballot: b(1, "p2"), value: v(1) }],
+            vec![PromiseEntry {
+                slot: 0,
+                ballot: b(1, "p2"),
+                value: v(1),
+            }],
             vec![
-                PromiseEntry { slot: 0, ballot: b(2, "p2"), value: v(2) },
-                PromiseEntry { slot: 3, ballot: b(1, "p2"), value: v(3) },
+                PromiseEntry {
+                    slot: 0,
+                    ballot: b(2, "p2"),
+                    value: v(2),
+                },
+                PromiseEntry {
+                    slot: 3,
+                    ballot: b(1, "p2"),
+                    value: v(3),
+                },
             ],
         ],
     );
@@ -73,11 +101,22 @@ fn new_leader_reproposes_highest_ballot_values_and_fills_gaps() {
     assert_eq!(acc.get(&3), Some(&v(3)));
     assert_eq!(acc.len(), 4);
     // New commands go after everything phase 1 found.
-    let out = p.handle(n("r1"), ProposerMsg::Propose { commands: vec![cmd(9)] });
+    let out = p.handle(
+        n("r1"),
+        ProposerMsg::Propose {
+            commands: vec![cmd(9)],
+        },
+    );
     assert!(out.send.is_empty(), "window of 2 is full of re-proposals");
     for slot in 0..4 {
         for a in ["a1", "a2"] {
-            p.handle(n(a), ProposerMsg::Accepted { ballot: p.ballot().clone(), slot });
+            p.handle(
+                n(a),
+                ProposerMsg::Accepted {
+                    ballot: p.ballot().clone(),
+                    slot,
+                },
+            );
         }
     }
     assert_eq!(p.first_unchosen(), 4);
@@ -88,11 +127,29 @@ fn promise_needs_a_majority_of_distinct_acceptors() {
     let mut p = proposer();
     let ballot = run_to_candidate(&mut p);
     for _ in 0..3 {
-        p.handle(n("a1"), ProposerMsg::Promise { ballot: ballot.clone(), accepted: vec![] });
+        p.handle(
+            n("a1"),
+            ProposerMsg::Promise {
+                ballot: ballot.clone(),
+                accepted: vec![],
+            },
+        );
     }
-    p.handle(n("zz"), ProposerMsg::Promise { ballot: ballot.clone(), accepted: vec![] });
+    p.handle(
+        n("zz"),
+        ProposerMsg::Promise {
+            ballot: ballot.clone(),
+            accepted: vec![],
+        },
+    );
     assert_eq!(p.phase(), &Phase::Candidate);
-    p.handle(n("a2"), ProposerMsg::Promise { ballot, accepted: vec![] });
+    p.handle(
+        n("a2"),
+        ProposerMsg::Promise {
+            ballot,
+            accepted: vec![],
+        },
+    );
     assert!(p.is_leader());
 }
 
@@ -102,11 +159,22 @@ fn leader_steps_down_on_higher_ballot_and_forwards_work() {
     elect(&mut p, vec![vec![], vec![]]);
     let mine = p.ballot().clone();
     for s in 1..=3 {
-        p.handle(n("r1"), ProposerMsg::Propose { commands: vec![cmd(s)] });
+        p.handle(
+            n("r1"),
+            ProposerMsg::Propose {
+                commands: vec![cmd(s)],
+            },
+        );
     }
     assert_eq!((p.inflight(), p.queued()), (2, 1));
     let higher = b(mine.round + 3, "p2");
-    let out = p.handle(n("a1"), ProposerMsg::Preempted { ballot: mine.clone(), promised: higher.clone() });
+    let out = p.handle(
+        n("a1"),
+        ProposerMsg::Preempted {
+            ballot: mine.clone(),
+            promised: higher.clone(),
+        },
+    );
     assert_eq!(p.phase(), &Phase::Follower);
     assert_eq!(p.leader(), Some(&n("p2")));
     // Commands not yet chosen go to the new leader, in order.
@@ -123,16 +191,47 @@ fn busy_leader_batches_commands_and_idle_one_does_not_wait() {
     let mut p = proposer();
     elect(&mut p, vec![vec![], vec![]]);
     let ballot = p.ballot().clone();
-    let out = p.handle(n("r1"), ProposerMsg::Propose { commands: vec![cmd(1)] });
-    assert_eq!(accepts(&out).get(&0), Some(&Value::Batch(vec![cmd(1)])), "idle: proposed at once");
-    p.handle(n("r1"), ProposerMsg::Propose { commands: vec![cmd(2)] });
+    let out = p.handle(
+        n("r1"),
+        ProposerMsg::Propose {
+            commands: vec![cmd(1)],
+        },
+    );
+    assert_eq!(
+        accepts(&out).get(&0),
+        Some(&Value::Batch(vec![cmd(1)])),
+        "idle: proposed at once"
+    );
+    p.handle(
+        n("r1"),
+        ProposerMsg::Propose {
+            commands: vec![cmd(2)],
+        },
+    );
     for s in 3..6 {
-        assert!(p.handle(n("r1"), ProposerMsg::Propose { commands: vec![cmd(s)] }).send.is_empty());
+        assert!(p
+            .handle(
+                n("r1"),
+                ProposerMsg::Propose {
+                    commands: vec![cmd(s)]
+                }
+            )
+            .send
+            .is_empty());
     }
     assert_eq!(p.queued(), 3);
-    p.handle(n("a1"), ProposerMsg::Accepted { ballot: ballot.clone(), slot: 0 });
+    p.handle(
+        n("a1"),
+        ProposerMsg::Accepted {
+            ballot: ballot.clone(),
+            slot: 0,
+        },
+    );
     let out = p.handle(n("a3"), ProposerMsg::Accepted { ballot, slot: 0 });
-    assert_eq!(accepts(&out).get(&2), Some(&Value::Batch(vec![cmd(3), cmd(4), cmd(5)])));
+    assert_eq!(
+        accepts(&out).get(&2),
+        Some(&Value::Batch(vec![cmd(3), cmd(4), cmd(5)]))
+    );
 }
 
 #[test]
@@ -142,11 +241,30 @@ fn follower_forwards_to_leader_and_heartbeats_hold_off_elections() {
     for _ in 0..500 {
         let out = p.tick();
         assert!(out.send.is_empty(), "no election while the leader is heard");
-        p.handle(n("p2"), ProposerMsg::Heartbeat { ballot: leader_ballot.clone(), first_unchosen: 10 });
+        p.handle(
+            n("p2"),
+            ProposerMsg::Heartbeat {
+                ballot: leader_ballot.clone(),
+                first_unchosen: 10,
+            },
+        );
     }
     assert_eq!(p.first_unchosen(), 10);
-    let out = p.handle(n("r1"), ProposerMsg::Propose { commands: vec![cmd(1)] });
-    assert_eq!(out.send, vec![(n("p2"), Message::Proposer(ProposerMsg::Propose { commands: vec![cmd(1)] }))]);
+    let out = p.handle(
+        n("r1"),
+        ProposerMsg::Propose {
+            commands: vec![cmd(1)],
+        },
+    );
+    assert_eq!(
+        out.send,
+        vec![(
+            n("p2"),
+            Message::Proposer(ProposerMsg::Propose {
+                commands: vec![cmd(1)]
+            })
+        )]
+    );
     // Leader goes quiet: we run phase 1 above its ballot, from slot 10.
     let ballot = run_to_candidate(&mut p);
     assert!(ballot > leader_ballot);
@@ -157,7 +275,12 @@ fn leader_retransmits_unacknowledged_accepts() {
     let mut p = proposer();
     elect(&mut p, vec![vec![], vec![]]);
     let ballot = p.ballot().clone();
-    p.handle(n("r1"), ProposerMsg::Propose { commands: vec![cmd(1)] });
+    p.handle(
+        n("r1"),
+        ProposerMsg::Propose {
+            commands: vec![cmd(1)],
+        },
+    );
     p.handle(n("a1"), ProposerMsg::Accepted { ballot, slot: 0 });
     let mut resent = Vec::new();
     for _ in 0..cfg().retransmit_ticks {
@@ -174,7 +297,13 @@ fn leader_retransmits_unacknowledged_accepts() {
 #[test]
 fn timeouts_differ_between_seeds() {
     let first_election = |seed| {
-        let mut p = Proposer::new(n("p1"), acceptors(), vec![n("p1")], ProposerConfig::default(), seed);
+        let mut p = Proposer::new(
+            n("p1"),
+            acceptors(),
+            vec![n("p1")],
+            ProposerConfig::default(),
+            seed,
+        );
         (1..).find(|_| !p.tick().send.is_empty()).unwrap()
     };
     let ticks: BTreeSet<u64> = (0..8).map(first_election).collect();

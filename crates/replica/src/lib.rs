@@ -130,7 +130,11 @@ impl<S: StateMachine> Replica<S> {
                 // Already applied: a retry gets the remembered answer; an
                 // older request than the last one has no answer left.
                 let output = if seq == s.seq { s.reply.clone() } else { None };
-                out.replies.push(Reply { client, seq, output });
+                out.replies.push(Reply {
+                    client,
+                    seq,
+                    output,
+                });
                 return out;
             }
         }
@@ -219,7 +223,10 @@ impl<S: StateMachine> Replica<S> {
             self.leader_hint = None;
             self.next_proposer += 1;
             let to = self.target();
-            out.send.push((to, Message::Proposer(ProposerMsg::Propose { commands: due })));
+            out.send.push((
+                to,
+                Message::Proposer(ProposerMsg::Propose { commands: due }),
+            ));
         }
         // Decisions usually arrive a little out of order; a gap that
         // outlives a couple of ticks means one was lost.

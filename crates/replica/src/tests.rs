@@ -22,16 +22,32 @@ fn n(s: &str) -> NodeId {
     NodeId::new(s)
 }
 fn replica() -> Replica<Log> {
-    Replica::new(vec![n("p1"), n("p2")], vec![n("l1")], ReplicaConfig::default(), Log::default())
+    Replica::new(
+        vec![n("p1"), n("p2")],
+        vec![n("l1")],
+        ReplicaConfig::default(),
+        Log::default(),
+    )
 }
 fn op(x: u64) -> Bytes {
     synod_codec::encode(&x).unwrap().into()
 }
 fn cmd(client: u64, seq: u64, x: u64) -> Command {
-    Command { client: ClientId(client), seq, op: op(x) }
+    Command {
+        client: ClientId(client),
+        seq,
+        op: op(x),
+    }
 }
 fn decide(r: &mut Replica<Log>, slot: Slot, cmds: Vec<Command>) -> Output {
-    r.handle(n("l1"), ReplicaMsg::Decide { slot, ballot: Ballot::new(1, n("p2")), value: Value::Batch(cmds) })
+    r.handle(
+        n("l1"),
+        ReplicaMsg::Decide {
+            slot,
+            ballot: Ballot::new(1, n("p2")),
+            value: Value::Batch(cmds),
+        },
+    )
 }
 
 #[test]
@@ -39,9 +55,20 @@ fn waits_for_gaps_and_applies_in_slot_order() {
     let mut r = replica();
     decide(&mut r, 2, vec![cmd(1, 3, 30)]);
     decide(&mut r, 1, vec![cmd(1, 2, 20)]);
-    assert_eq!(r.state().0, Vec::<u64>::new(), "slot 0 missing: nothing applied");
+    assert_eq!(
+        r.state().0,
+        Vec::<u64>::new(),
+        "slot 0 missing: nothing applied"
+    );
     assert_eq!(r.slot_out(), 0);
-    r.handle(n("l1"), ReplicaMsg::Decide { slot: 0, ballot: Ballot::new(1, n("p2")), value: Value::Noop });
+    r.handle(
+        n("l1"),
+        ReplicaMsg::Decide {
+            slot: 0,
+            ballot: Ballot::new(1, n("p2")),
+            value: Value::Noop,
+        },
+    );
     assert_eq!(r.state().0, vec![20, 30]);
     assert_eq!(r.slot_out(), 3);
 }
@@ -53,13 +80,27 @@ fn duplicate_commands_apply_once_and_retries_get_the_same_answer() {
     assert_eq!(out.send.len(), 1);
     // The command is chosen twice (a retry and a view change).
     let out = decide(&mut r, 0, vec![cmd(5, 1, 7), cmd(6, 1, 8)]);
-    assert_eq!(out.replies, vec![Reply { client: ClientId(5), seq: 1, output: Some(op_out(1)) }]);
+    assert_eq!(
+        out.replies,
+        vec![Reply {
+            client: ClientId(5),
+            seq: 1,
+            output: Some(op_out(1))
+        }]
+    );
     decide(&mut r, 1, vec![cmd(5, 1, 7)]);
     assert_eq!(r.state().0, vec![7, 8], "second copy ignored");
     // A client retry after the fact is answered from the session table.
     let out = r.handle_request(ClientId(5), 1, op(7));
     assert!(out.send.is_empty());
-    assert_eq!(out.replies, vec![Reply { client: ClientId(5), seq: 1, output: Some(op_out(1)) }]);
+    assert_eq!(
+        out.replies,
+        vec![Reply {
+            client: ClientId(5),
+            seq: 1,
+            output: Some(op_out(1))
+        }]
+    );
 }
 
 fn op_out(x: usize) -> Bytes {
@@ -78,7 +119,10 @@ fn unapplied_requests_are_retried_through_other_proposers() {
             }
         }
     }
-    assert!(targets.contains(&n("p1")) && targets.contains(&n("p2")), "{targets:?}");
+    assert!(
+        targets.contains(&n("p1")) && targets.contains(&n("p2")),
+        "{targets:?}"
+    );
     decide(&mut r, 0, vec![cmd(1, 1, 1)]);
     assert_eq!(r.pending(), 0);
 }
@@ -92,7 +136,10 @@ fn gap_triggers_catch_up_from_first_missing_slot() {
     }
     decide(&mut r, 5, vec![]);
     let asked: Vec<Message> = (0..3).flat_map(|_| r.tick().send).map(|(_, m)| m).collect();
-    assert!(asked.contains(&Message::Learner(LearnerMsg::CatchUp { from_slot: 1 })), "{asked:?}");
+    assert!(
+        asked.contains(&Message::Learner(LearnerMsg::CatchUp { from_slot: 1 })),
+        "{asked:?}"
+    );
 }
 
 #[test]
@@ -102,19 +149,36 @@ fn catch_up_batches_apply_and_ask_for_more() {
     let out = r.handle(
         n("l9"),
         ReplicaMsg::Decisions {
-            entries: vec![(0, b.clone(), Value::Batch(vec![cmd(1, 1, 4)])), (1, b, Value::Noop)],
+            entries: vec![
+                (0, b.clone(), Value::Batch(vec![cmd(1, 1, 4)])),
+                (1, b, Value::Noop),
+            ],
             more: true,
         },
     );
     assert_eq!(r.state().0, vec![4]);
-    assert_eq!(out.send, vec![(n("l9"), Message::Learner(LearnerMsg::CatchUp { from_slot: 2 }))]);
+    assert_eq!(
+        out.send,
+        vec![(
+            n("l9"),
+            Message::Learner(LearnerMsg::CatchUp { from_slot: 2 })
+        )]
+    );
 }
 
 #[test]
 fn undecodable_command_is_skipped_with_empty_answer() {
     let mut r = replica();
     r.handle_request(ClientId(1), 1, Bytes::from_static(&[0xff, 0xff, 0xff]));
-    let out = decide(&mut r, 0, vec![Command { client: ClientId(1), seq: 1, op: Bytes::from_static(&[0xff, 0xff, 0xff]) }]);
+    let out = decide(
+        &mut r,
+        0,
+        vec![Command {
+            client: ClientId(1),
+            seq: 1,
+            op: Bytes::from_static(&[0xff, 0xff, 0xff]),
+        }],
+    );
     assert_eq!(out.replies[0].output, None);
     assert!(r.state().0.is_empty());
 }

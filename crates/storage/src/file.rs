@@ -139,9 +139,18 @@ impl AcceptorStorage for FileStorage {
             tracing::warn!(path = %self.path.display(), offset = good, dropped = total - good,
                 "discarding torn final record");
             let f = self.out.get_mut();
-            f.set_len(good).map_err(|e| StorageError::Io { path: self.path.clone(), source: e })?;
-            f.seek(SeekFrom::End(0)).map_err(|e| StorageError::Io { path: self.path.clone(), source: e })?;
-            f.sync_all().map_err(|e| StorageError::Io { path: self.path.clone(), source: e })?;
+            f.set_len(good).map_err(|e| StorageError::Io {
+                path: self.path.clone(),
+                source: e,
+            })?;
+            f.seek(SeekFrom::End(0)).map_err(|e| StorageError::Io {
+                path: self.path.clone(),
+                source: e,
+            })?;
+            f.sync_all().map_err(|e| StorageError::Io {
+                path: self.path.clone(),
+                source: e,
+            })?;
         }
         let mut st = AcceptorState::default();
         for r in records {
@@ -152,11 +161,14 @@ impl AcceptorStorage for FileStorage {
 
     fn append(&mut self, records: &[Record]) -> Result<(), StorageError> {
         for r in records {
-            let payload = synod_codec::encode(r).map_err(|e| StorageError::Encode(e.to_string()))?;
+            let payload =
+                synod_codec::encode(r).map_err(|e| StorageError::Encode(e.to_string()))?;
             let len = u32::try_from(payload.len())
                 .ok()
                 .filter(|l| *l <= MAX_RECORD)
-                .ok_or_else(|| StorageError::Encode(format!("record of {} bytes", payload.len())))?;
+                .ok_or_else(|| {
+                    StorageError::Encode(format!("record of {} bytes", payload.len()))
+                })?;
             let mut head = [0u8; 8];
             head[..4].copy_from_slice(&len.to_le_bytes());
             head[4..].copy_from_slice(&crc32fast::hash(&payload).to_le_bytes());
@@ -191,14 +203,27 @@ mod tests {
         let path = dir.path().join("acceptor.log");
         let len = std::fs::metadata(&path).unwrap().len();
         // Cut the last record in half.
-        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
         let mut s = FileStorage::open(dir.path()).unwrap();
         assert_eq!(s.load().unwrap().promised.round, 1);
         // And the log is writable again after the cut.
         s.append(&[promise(7)]).unwrap();
         s.sync().unwrap();
         drop(s);
-        assert_eq!(FileStorage::open(dir.path()).unwrap().load().unwrap().promised.round, 7);
+        assert_eq!(
+            FileStorage::open(dir.path())
+                .unwrap()
+                .load()
+                .unwrap()
+                .promised
+                .round,
+            7
+        );
     }
 
     #[test]
@@ -212,7 +237,11 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[HEADER as usize + 9] ^= 0xFF; // inside the first record's payload
         std::fs::write(&path, bytes).unwrap();
-        let err = FileStorage::open(dir.path()).unwrap().load().unwrap_err().to_string();
+        let err = FileStorage::open(dir.path())
+            .unwrap()
+            .load()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("acceptor.log"), "{err}");
         assert!(err.contains("offset 12"), "{err}");
     }

@@ -109,13 +109,28 @@ mod tests {
         assert_eq!(s.load().unwrap(), AcceptorState::default());
         s.append(&[Record::Promise(b(1, "a"))]).unwrap();
         s.append(&[
-            Record::Accept { slot: 0, ballot: b(1, "a"), value: v(1) },
-            Record::Accept { slot: 5, ballot: b(1, "a"), value: v(2) },
+            Record::Accept {
+                slot: 0,
+                ballot: b(1, "a"),
+                value: v(1),
+            },
+            Record::Accept {
+                slot: 5,
+                ballot: b(1, "a"),
+                value: v(2),
+            },
         ])
         .unwrap();
         s.sync().unwrap();
-        s.append(&[Record::Promise(b(2, "b")), Record::Accept { slot: 0, ballot: b(2, "b"), value: v(3) }])
-            .unwrap();
+        s.append(&[
+            Record::Promise(b(2, "b")),
+            Record::Accept {
+                slot: 0,
+                ballot: b(2, "b"),
+                value: v(3),
+            },
+        ])
+        .unwrap();
         s.sync().unwrap();
         drop(s);
 

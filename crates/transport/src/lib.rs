@@ -123,7 +123,12 @@ impl Router {
             let links = cfg
                 .peers
                 .iter()
-                .map(|(node, addr)| (node.clone(), PeerLink::new(&cfg, node.clone(), *addr).start()))
+                .map(|(node, addr)| {
+                    (
+                        node.clone(),
+                        PeerLink::new(&cfg, node.clone(), *addr).start(),
+                    )
+                })
                 .collect();
             Router {
                 me,
@@ -136,10 +141,26 @@ impl Router {
     fn dispatch(&self, from: NodeId, msg: Msg) {
         let role = msg.role();
         let delivered = match msg {
-            Msg::Proposer(msg) => self.local.proposer.as_ref().map(|r| r.do_send(Deliver { from, msg })),
-            Msg::Acceptor(msg) => self.local.acceptor.as_ref().map(|r| r.do_send(Deliver { from, msg })),
-            Msg::Learner(msg) => self.local.learner.as_ref().map(|r| r.do_send(Deliver { from, msg })),
-            Msg::Replica(msg) => self.local.replica.as_ref().map(|r| r.do_send(Deliver { from, msg })),
+            Msg::Proposer(msg) => self
+                .local
+                .proposer
+                .as_ref()
+                .map(|r| r.do_send(Deliver { from, msg })),
+            Msg::Acceptor(msg) => self
+                .local
+                .acceptor
+                .as_ref()
+                .map(|r| r.do_send(Deliver { from, msg })),
+            Msg::Learner(msg) => self
+                .local
+                .learner
+                .as_ref()
+                .map(|r| r.do_send(Deliver { from, msg })),
+            Msg::Replica(msg) => self
+                .local
+                .replica
+                .as_ref()
+                .map(|r| r.do_send(Deliver { from, msg })),
         };
         if delivered.is_none() {
             tracing::debug!(node = %self.me, %role, "dropping message for a role this node does not host");

@@ -65,7 +65,12 @@ impl PeerLink {
         self.connecting = true;
         self.generation += 1;
         let generation = self.generation;
-        let (cfg, peer, addr, me) = (self.cfg.clone(), self.peer.clone(), self.addr, ctx.address());
+        let (cfg, peer, addr, me) = (
+            self.cfg.clone(),
+            self.peer.clone(),
+            self.addr,
+            ctx.address(),
+        );
         actix::spawn(async move {
             match open(&cfg, &peer, addr).await {
                 Ok(stream) => {
@@ -89,7 +94,9 @@ async fn open(cfg: &TransportConfig, peer: &NodeId, addr: SocketAddr) -> Result<
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut buf = BytesMut::new();
     let mut codec = PeerCodec::new(cfg.max_frame);
-    codec.encode(&hello(cfg), &mut buf).map_err(|e| e.to_string())?;
+    codec
+        .encode(&hello(cfg), &mut buf)
+        .map_err(|e| e.to_string())?;
     stream.write_all(&buf).await.map_err(|e| e.to_string())?;
     let mut frames = FramedRead::new(&mut stream, PeerCodec::new(cfg.max_frame));
     let answer = tokio::time::timeout(cfg.handshake_timeout, frames.next())

@@ -31,7 +31,11 @@ pub(crate) fn spawn(listener: TcpListener, cfg: TransportConfig, router: Addr<Ro
     });
 }
 
-async fn serve(stream: TcpStream, cfg: &TransportConfig, router: Addr<Router>) -> Result<(), String> {
+async fn serve(
+    stream: TcpStream,
+    cfg: &TransportConfig,
+    router: Addr<Router>,
+) -> Result<(), String> {
     let (rd, mut wr) = stream.into_split();
     let mut frames = FramedRead::new(rd, PeerCodec::new(cfg.max_frame));
     let first = tokio::time::timeout(cfg.handshake_timeout, frames.next())
@@ -44,13 +48,20 @@ async fn serve(stream: TcpStream, cfg: &TransportConfig, router: Addr<Router>) -
             node,
         })) => {
             if cluster_id != cfg.cluster_id {
-                return Err(format!("peer is in cluster {cluster_id:?}, not {:?}", cfg.cluster_id));
+                return Err(format!(
+                    "peer is in cluster {cluster_id:?}, not {:?}",
+                    cfg.cluster_id
+                ));
             }
             if version != PROTOCOL_VERSION {
-                return Err(format!("peer speaks protocol {version}, we speak {PROTOCOL_VERSION}"));
+                return Err(format!(
+                    "peer speaks protocol {version}, we speak {PROTOCOL_VERSION}"
+                ));
             }
             if !cfg.peers.contains_key(&node) {
-                return Err(format!("peer claims to be {node}, which the config does not list"));
+                return Err(format!(
+                    "peer claims to be {node}, which the config does not list"
+                ));
             }
             node
         }
@@ -68,7 +79,10 @@ async fn serve(stream: TcpStream, cfg: &TransportConfig, router: Addr<Router>) -
         match frame {
             Ok(Frame::Msg(env)) if env.from == peer => router.do_send(Inbound(env)),
             Ok(Frame::Msg(env)) => {
-                return Err(format!("{peer} sent a message claiming to be from {}", env.from))
+                return Err(format!(
+                    "{peer} sent a message claiming to be from {}",
+                    env.from
+                ))
             }
             Ok(Frame::Hello { .. }) => return Err("second hello".into()),
             Err(e) => {

@@ -102,7 +102,10 @@ pub enum ProposerMsg {
     /// proposer that is not the leader.
     Propose { commands: Vec<Command> },
     /// Leader liveness and progress: every slot below `first_unchosen` is chosen.
-    Heartbeat { ballot: Ballot, first_unchosen: Slot },
+    Heartbeat {
+        ballot: Ballot,
+        first_unchosen: Slot,
+    },
     /// A learner saw `slot` chosen.
     Chosen { slot: Slot },
 }

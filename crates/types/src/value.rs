@@ -39,6 +39,10 @@ impl Value {
 
     /// Approximate wire size, used to bound batches by bytes.
     pub fn approx_size(&self) -> usize {
-        self.commands().iter().map(|c| c.op.len() + 24).sum::<usize>() + 8
+        self.commands()
+            .iter()
+            .map(|c| c.op.len() + 24)
+            .sum::<usize>()
+            + 8
     }
 }
