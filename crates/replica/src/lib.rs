@@ -296,6 +296,21 @@ impl<S: StateMachine> Replica<S> {
                 },
             );
         }
+        // Older requests of this client that are still pending can never
+        // apply now (they would count as duplicates): give them up.
+        let stale: Vec<_> = self
+            .pending
+            .range((cmd.client, 0)..(cmd.client, cmd.seq))
+            .map(|(k, _)| *k)
+            .collect();
+        for (client, seq) in stale {
+            self.pending.remove(&(client, seq));
+            out.replies.push(Reply {
+                client,
+                seq,
+                output: None,
+            });
+        }
         if self.pending.remove(&(cmd.client, cmd.seq)).is_some() {
             let output = self
                 .sessions

@@ -182,3 +182,29 @@ fn undecodable_command_is_skipped_with_empty_answer() {
     assert_eq!(out.replies[0].output, None);
     assert!(r.state().0.is_empty());
 }
+
+#[test]
+fn a_later_request_supersedes_an_unapplied_earlier_one() {
+    let mut r = replica();
+    r.handle_request(ClientId(3), 1, op(1));
+    r.handle_request(ClientId(3), 2, op(2));
+    let out = decide(&mut r, 0, vec![cmd(3, 2, 2)]);
+    assert_eq!(
+        out.replies,
+        vec![
+            Reply {
+                client: ClientId(3),
+                seq: 1,
+                output: None
+            },
+            Reply {
+                client: ClientId(3),
+                seq: 2,
+                output: Some(op_out(1))
+            },
+        ]
+    );
+    assert_eq!(r.pending(), 0);
+    decide(&mut r, 1, vec![cmd(3, 1, 1)]);
+    assert_eq!(r.state().0, vec![2], "the superseded request never applies");
+}
