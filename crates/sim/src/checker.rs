@@ -29,7 +29,11 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at tick {}: {}", self.invariant, self.tick, self.detail)
+        write!(
+            f,
+            "{} at tick {}: {}",
+            self.invariant, self.tick, self.detail
+        )
     }
 }
 
@@ -104,9 +108,21 @@ impl Checker {
     /// Acceptor `acceptor` durably accepted `value` for `slot` in `ballot`.
     /// Votes are history: a later vote of the same acceptor does not take
     /// back an earlier one, which is exactly why "chosen" is permanent.
-    pub fn vote(&mut self, now: u64, acceptor: usize, slot: Slot, ballot: &Ballot, value: &Value) -> Check {
+    pub fn vote(
+        &mut self,
+        now: u64,
+        acceptor: usize,
+        slot: Slot,
+        ballot: &Ballot,
+        value: &Value,
+    ) -> Check {
         self.validate(now, slot, value)?;
-        let by_value = self.votes.entry(slot).or_default().entry(ballot.clone()).or_default();
+        let by_value = self
+            .votes
+            .entry(slot)
+            .or_default()
+            .entry(ballot.clone())
+            .or_default();
         let idx = match by_value.iter().position(|(v, _)| v == value) {
             Some(i) => i,
             None => {
@@ -146,14 +162,20 @@ impl Checker {
                     return Err(violation(
                         "validity",
                         now,
-                        format!("slot {slot}: command {:?}/{} carries an op its client never issued", c.client, c.seq),
+                        format!(
+                            "slot {slot}: command {:?}/{} carries an op its client never issued",
+                            c.client, c.seq
+                        ),
                     ))
                 }
                 None => {
                     return Err(violation(
                         "validity",
                         now,
-                        format!("slot {slot}: command {:?}/{} was never issued by a client", c.client, c.seq),
+                        format!(
+                            "slot {slot}: command {:?}/{} was never issued by a client",
+                            c.client, c.seq
+                        ),
                     ))
                 }
             }
@@ -191,7 +213,14 @@ impl Checker {
     }
 
     /// Compares a replica's applied history with the canonical one.
-    pub fn replica(&mut self, now: u64, node: usize, name: &str, slot_out: Slot, sm: &Register) -> Check {
+    pub fn replica(
+        &mut self,
+        now: u64,
+        node: usize,
+        name: &str,
+        slot_out: Slot,
+        sm: &Register,
+    ) -> Check {
         let hist = sm.applied();
         let from = self.checked.get(&node).copied().unwrap_or(0);
         for (i, id) in hist.iter().enumerate().skip(from) {
@@ -267,7 +296,7 @@ pub fn revealed_vote(
     value: Option<&Value>,
 ) -> Check {
     let ok = match durable.accepted.get(&slot) {
-        Some((b, v)) => b == ballot && value.map_or(true, |x| x == v),
+        Some((b, v)) => b == ballot && (value.is_none() || value == Some(v)),
         None => false,
     };
     if ok {

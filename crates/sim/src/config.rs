@@ -76,10 +76,9 @@ impl Bug {
 impl FromStr for Bug {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Bug::ALL
-            .into_iter()
-            .find(|x| x.name() == s)
-            .ok_or_else(|| format!("unknown bug {s:?} (none, acceptor-amnesia, reveal-before-sync)"))
+        Bug::ALL.into_iter().find(|x| x.name() == s).ok_or_else(|| {
+            format!("unknown bug {s:?} (none, acceptor-amnesia, reveal-before-sync)")
+        })
     }
 }
 
@@ -121,8 +120,15 @@ pub struct SimOptions {
     pub heal_ticks: u64,
     /// Print every event as it happens.
     pub verbose: bool,
-    /// Stop the run at the first violation of the `agreement` class only,
-    /// ignoring liveness (used by the negative tests).
+    /// At least one crash per 100 ticks and one partition per 200 ticks,
+    /// whatever the seed drew.
+    pub stress: bool,
+    /// Acceptors' p2b copies to learners are never lost (nor cut by a
+    /// partition or the sender's crash). Synod's learners cannot recover a
+    /// p2b they missed, so this sidesteps that known liveness gap to let
+    /// the other invariants be explored.
+    pub reliable_learner_feed: bool,
+    /// End after the chaos phase: no heal phase, so no liveness check.
     pub safety_only: bool,
 }
 
@@ -135,6 +141,8 @@ impl Default for SimOptions {
             chaos_ticks: 1000,
             heal_ticks: 20_000,
             verbose: false,
+            stress: false,
+            reliable_learner_feed: false,
             safety_only: false,
         }
     }

@@ -120,7 +120,13 @@ mod tests {
 
     #[test]
     fn ops_round_trip_through_the_codec() {
-        for op in [RegOp::Set { key: 3, value: u64::MAX }, RegOp::Get { key: 0, id: 7 }] {
+        for op in [
+            RegOp::Set {
+                key: 3,
+                value: u64::MAX,
+            },
+            RegOp::Get { key: 0, id: 7 },
+        ] {
             let bytes = synod_codec::encode(&op).unwrap();
             assert_eq!(synod_codec::decode::<RegOp>(&bytes).unwrap(), op);
         }

@@ -1,12 +1,16 @@
 //! `synod-sim`: run many seeds, or replay one with a trace.
 
 use clap::Parser;
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 use synod_sim::{replay_command, run_seed, Bug, CrashPolicy, Shape, SimOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "synod-sim", about = "Seeded deterministic simulator for Synod's Multi-Paxos roles")]
+#[command(
+    name = "synod-sim",
+    about = "Seeded deterministic simulator for Synod's Multi-Paxos roles"
+)]
 struct Args {
     /// Run this many seeds, starting at --start.
     #[arg(long, conflicts_with = "seed")]
@@ -26,7 +30,7 @@ struct Args {
     /// Inject a bug to see the checker catch it: none, acceptor-amnesia, reveal-before-sync.
     #[arg(long, default_value = "none")]
     bug: Bug,
-    /// Which nodes may crash: fixed (a per-seed minority) or rolling (any, one group member at a time).
+    /// Which nodes may crash: fixed (a per-seed minority) or rolling (any node, while a majority of acceptors and one node of each role stay up).
     #[arg(long, default_value = "fixed")]
     crashes: CrashPolicy,
     /// Ticks of faults and load before the heal phase.
@@ -35,9 +39,26 @@ struct Args {
     /// Bound on the heal phase.
     #[arg(long)]
     heal_ticks: Option<u64>,
+    /// At least one crash per 100 ticks and one partition per 200 ticks.
+    #[arg(long)]
+    stress: bool,
+    /// Never lose an acceptor's p2b copy to a learner (sidesteps the known
+    /// learner-gap liveness bug to explore the rest).
+    #[arg(long)]
+    reliable_learner_feed: bool,
+    /// Print one line of counters per passing seed too.
+    #[arg(long)]
+    stats: bool,
     /// Skip the heal phase: check safety only.
     #[arg(long)]
     safety_only: bool,
+}
+
+/// `println!` that shrugs off a closed pipe (`synod-sim ... | head`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
 }
 
 fn main() -> ExitCode {
@@ -50,6 +71,8 @@ fn main() -> ExitCode {
         chaos_ticks: args.chaos_ticks.unwrap_or(def.chaos_ticks),
         heal_ticks: args.heal_ticks.unwrap_or(def.heal_ticks),
         verbose: args.verbose,
+        stress: args.stress,
+        reliable_learner_feed: args.reliable_learner_feed,
         safety_only: args.safety_only,
     };
     let seeds = match (args.seed, args.seeds) {
@@ -64,17 +87,19 @@ fn main() -> ExitCode {
         match &report.result {
             Ok(()) => {
                 passed += 1;
-                if args.seed.is_some() {
-                    println!(
+                if args.seed.is_some() || args.stats {
+                    out!(
                         "seed={seed} shape={} ok: {:?} trace_hash={:#018x}",
-                        report.shape, report.stats, report.trace_hash
+                        report.shape,
+                        report.stats,
+                        report.trace_hash
                     );
                 }
             }
             Err(v) => {
                 failed += 1;
-                println!(
-                    "FAILED seed={seed} shape={}: {v}\n  faults: {}\n  replay: {}",
+                out!(
+                    "FAILED seed={seed}: {v}\n  shape={} faults: {}\n  replay: {}",
                     report.shape,
                     report.faults.summary(),
                     replay_command(&report, &opts)
@@ -83,9 +108,14 @@ fn main() -> ExitCode {
         }
     }
     if args.seed.is_none() {
-        eprintln!("ran seeds {}..{} in {:.2?}", seeds.start, seeds.end, started.elapsed());
+        out!(
+            "ran seeds {}..{} in {:.2?}",
+            seeds.start,
+            seeds.end,
+            started.elapsed()
+        );
     }
-    println!("{passed} passed, {failed} failed");
+    out!("{passed} passed, {failed} failed");
     if failed == 0 {
         ExitCode::SUCCESS
     } else {

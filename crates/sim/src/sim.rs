@@ -15,26 +15,31 @@ use crate::machine::{mix, RegOp, RegOutput, Register};
 use crate::trace::{self, TraceHash};
 use bytes::Bytes;
 use std::collections::BTreeMap;
+use std::io::Write;
 use synod_acceptor::Acceptor;
 use synod_learner::Learner;
 use synod_proposer::{Proposer, ProposerConfig};
 use synod_replica::{Replica, ReplicaConfig, Reply};
 use synod_storage::{AcceptorState, AcceptorStorage, MemStorage, Record};
 use synod_types::{
-    majority, ClientId, LearnerMsg, Message, NodeId, ProposerMsg, ReplicaMsg, Role, SplitMix64,
-    StateMachine,
+    majority, Ballot, ClientId, LearnerMsg, Message, NodeId, ProposerMsg, ReplicaMsg, Role,
+    SplitMix64, StateMachine,
 };
 
 /// Registers the clients use; few, so operations contend.
 const KEYS: u64 = 3;
 /// Share of client operations that are writes.
 const WRITE_RATIO: f64 = 0.6;
-/// Deliveries allowed per [`STORM_WINDOW`] ticks. A healthy cluster of this
-/// size stays two orders of magnitude below; more means messages breed
-/// messages (a retry loop without progress), which would also stall the
-/// simulator, so it is reported instead of being waited out.
-const STORM_LIMIT: u64 = 60_000;
+/// Deliveries (and bytes) allowed per [`STORM_WINDOW`] ticks. Healthy runs
+/// peak below a third of the count and a tenth of the bytes; more means
+/// messages breed messages (a retry loop without progress), which would also
+/// stall the simulator, so it is reported instead of being waited out.
+const STORM_LIMIT: u64 = 30_000;
+const STORM_BYTES: u64 = 3 << 19;
 const STORM_WINDOW: u64 = 100;
+/// In the heal phase, this many ticks without any progress (no slot chosen,
+/// applied or acknowledged) ends the run early as a liveness failure.
+const STALL_TICKS: u64 = 3_000;
 
 /// Counters of one run, for the summary and the determinism test.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,6 +59,11 @@ pub struct Stats {
     pub slots: u64,
     /// Ticks the heal phase needed to converge.
     pub heal_ticks: u64,
+    /// Longest command queue any proposer had (sampled every tick).
+    pub max_queued: usize,
+    /// Most messages and bytes delivered in one storm window.
+    pub peak_window_msgs: u64,
+    pub peak_window_bytes: u64,
 }
 
 /// The outcome of one seed.
@@ -129,12 +139,20 @@ struct Node {
     learner: Option<Learner>,
     replica: Option<Replica<Register>>,
     was_leader: bool,
+    /// Highest ballot this acceptor ever revealed (in a Promise or a vote):
+    /// its promise may never fall below it, crash or not.
+    revealed: Ballot,
+    /// The replica's `slot_out` after its last step (logs only grow).
+    slot_out: u64,
 }
 
 struct Packet {
     from: usize,
     to: usize,
     bytes: Vec<u8>,
+    /// Exempt from loss, partitions and sender crashes (see
+    /// [`SimOptions::reliable_learner_feed`]).
+    reliable: bool,
 }
 
 struct Request {
@@ -147,7 +165,9 @@ struct Request {
 }
 
 enum ClientState {
-    Idle { next_at: u64 },
+    Idle {
+        next_at: u64,
+    },
     Waiting(Request),
     /// The heal phase issues no new requests from the chaos clients.
     Stopped,
@@ -197,6 +217,7 @@ pub(crate) struct Sim {
     hash: TraceHash,
     /// Deliveries since tick `storm_since`, for the storm detector.
     storm_count: u64,
+    storm_bytes: u64,
     storm_since: u64,
     /// Deliveries per (role of message, variant name) in the current window.
     storm_kinds: BTreeMap<&'static str, u64>,
@@ -209,9 +230,11 @@ impl Sim {
         let drawn = Shape::ALL[rng.range(0, 3) as usize];
         let shape = opts.shape.unwrap_or(drawn);
         let mut faults = Faults::draw(&mut rng);
-        if opts.bug == Bug::RevealBeforeSync {
-            // The bug only shows when crashes hit between reveal and sync.
-            faults.crash = faults.crash.max(1.0 / 150.0);
+        if opts.stress {
+            // Frequent crashes and partitions, hence frequent leader changes:
+            // where recovery bugs show.
+            faults.crash = faults.crash.max(1.0 / 100.0);
+            faults.partition = faults.partition.max(1.0 / 200.0);
         }
         let all = |name: &str| (NodeId::new(name), Roles::ALL);
         let only = |name: &str, f: fn(&mut Roles)| {
@@ -235,7 +258,11 @@ impl Sim {
             ],
         };
         let pick = |f: fn(&Roles) -> bool| -> Vec<NodeId> {
-            layout.iter().filter(|(_, r)| f(r)).map(|(n, _)| n.clone()).collect()
+            layout
+                .iter()
+                .filter(|(_, r)| f(r))
+                .map(|(n, _)| n.clone())
+                .collect()
         };
         let acceptors = pick(|r| r.acceptor);
         let proposers = pick(|r| r.proposer);
@@ -259,9 +286,15 @@ impl Sim {
                 learner: None,
                 replica: None,
                 was_leader: false,
+                revealed: Ballot::zero(),
+                slot_out: 0,
             })
             .collect::<Vec<_>>();
-        let index = nodes.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
+        let index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id.clone(), i))
+            .collect();
         let pcfg = ProposerConfig {
             window: faults.window,
             max_batch: faults.max_batch,
@@ -304,6 +337,7 @@ impl Sim {
             stats: Stats::default(),
             hash: TraceHash::default(),
             storm_count: 0,
+            storm_bytes: 0,
             storm_since: 0,
             storm_kinds: BTreeMap::new(),
             opts,
@@ -348,13 +382,26 @@ impl Sim {
 
     fn log(&self, f: impl FnOnce() -> String) {
         if self.opts.verbose {
-            println!("t={:<6} {}", self.now, f());
+            // A closed pipe (`| head`) must not abort the run.
+            let _ = writeln!(std::io::stdout(), "t={:<6} {}", self.now, f());
         }
     }
 
     fn run(&mut self) -> Check {
-        self.log(|| format!("seed={} shape={} faults: {}", self.seed, self.shape, self.faults.summary()));
-        let crashable: Vec<&str> = self.nodes.iter().filter(|n| n.crashable).map(|n| n.id.as_str()).collect();
+        self.log(|| {
+            format!(
+                "seed={} shape={} faults: {}",
+                self.seed,
+                self.shape,
+                self.faults.summary()
+            )
+        });
+        let crashable: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.crashable)
+            .map(|n| n.id.as_str())
+            .collect();
         self.log(|| format!("crashable nodes: {crashable:?}"));
         for _ in 0..self.opts.chaos_ticks {
             self.step_tick()?;
@@ -383,6 +430,7 @@ impl Sim {
                 continue;
             }
             if let Some(p) = self.nodes[i].proposer.as_mut() {
+                self.stats.max_queued = self.stats.max_queued.max(p.queued());
                 let out = p.tick();
                 self.proposer_effects(i, out.send)?;
             }
@@ -406,13 +454,33 @@ impl Sim {
                 self.log(|| "partition healed".to_string());
             }
         }
-        if self.active.partition > 0.0 && self.partition.is_none() && self.rng.chance(self.active.partition) {
-            let sides: Vec<bool> = (0..self.nodes.len()).map(|_| self.rng.chance(0.5)).collect();
+        if self.active.partition > 0.0
+            && self.partition.is_none()
+            && self.rng.chance(self.active.partition)
+        {
+            let sides: Vec<bool> = (0..self.nodes.len())
+                .map(|_| self.rng.chance(0.5))
+                .collect();
             if sides.iter().any(|s| *s) && sides.iter().any(|s| !*s) {
-                let until = self.now + self.rng.range(self.active.partition_min, self.active.partition_max + 1);
+                let until = self.now
+                    + self
+                        .rng
+                        .range(self.active.partition_min, self.active.partition_max + 1);
                 let (a, b): (Vec<&NodeId>, Vec<&NodeId>) = {
-                    let a = self.nodes.iter().zip(&sides).filter(|(_, s)| **s).map(|(n, _)| &n.id).collect();
-                    let b = self.nodes.iter().zip(&sides).filter(|(_, s)| !**s).map(|(n, _)| &n.id).collect();
+                    let a = self
+                        .nodes
+                        .iter()
+                        .zip(&sides)
+                        .filter(|(_, s)| **s)
+                        .map(|(n, _)| &n.id)
+                        .collect();
+                    let b = self
+                        .nodes
+                        .iter()
+                        .zip(&sides)
+                        .filter(|(_, s)| !**s)
+                        .map(|(n, _)| &n.id)
+                        .collect();
                     (a, b)
                 };
                 self.log(|| format!("partition {a:?} | {b:?} until t={until}"));
@@ -421,7 +489,9 @@ impl Sim {
             }
         }
         if self.active.crash > 0.0 && self.rng.chance(self.active.crash) {
-            let candidates: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.can_crash(i)).collect();
+            let candidates: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| self.can_crash(i))
+                .collect();
             if !candidates.is_empty() {
                 let i = candidates[self.rng.range(0, candidates.len() as u64) as usize];
                 self.crash(i, "crash");
@@ -466,14 +536,18 @@ impl Sim {
             node.disk = MemStorage::default();
             node.durable = AcceptorState::default();
         }
-        node.down_until = self.now + self.rng.range(self.active.down_min, self.active.down_max + 1);
+        node.down_until = self.now
+            + self
+                .rng
+                .range(self.active.down_min, self.active.down_max + 1);
         let until = node.down_until;
         self.log(|| format!("CRASH {} ({why}), down until t={until}", self.nodes[i].id));
         // Messages to it are lost; its own outgoing ones may or may not
         // have left the machine.
         let rng = &mut self.rng;
         let before = self.net.len();
-        self.net.retain(|_, p| p.to != i && (p.from != i || rng.chance(0.5)));
+        self.net
+            .retain(|_, p| p.to != i && (p.from != i || p.reliable || rng.chance(0.5)));
         self.stats.dropped += (before - self.net.len()) as u64;
         // Clients whose every replica died give up: the request is
         // indeterminate, and a client must not issue seq n+1 before n is
@@ -492,10 +566,18 @@ impl Sim {
                 self.clients[c] = Client {
                     id,
                     seq: 0,
-                    state: ClientState::Idle { next_at: self.now + 1 },
+                    state: ClientState::Idle {
+                        next_at: self.now + 1,
+                    },
                 };
                 self.stats.abandoned += 1;
-                self.log(|| format!("client {:x} abandons seq {seq}, continues as {:x}", old.0 & 0xffff, id.0 & 0xffff));
+                self.log(|| {
+                    format!(
+                        "client {:x} abandons seq {seq}, continues as {:x}",
+                        old.0 & 0xffff,
+                        id.0 & 0xffff
+                    )
+                });
             }
         }
     }
@@ -524,7 +606,20 @@ impl Sim {
                     ),
                 ));
             }
-            node.acceptor = Some(Acceptor::new(self.learners.clone(), state));
+            let acceptor = Acceptor::new(self.learners.clone(), state);
+            if acceptor.promised() < &node.revealed && bug == Bug::None {
+                return Err(violation(
+                    "promise-monotonic",
+                    now,
+                    format!(
+                        "acceptor {} restarted with promise {:?} below {:?}, which it had revealed",
+                        node.id,
+                        acceptor.promised(),
+                        node.revealed
+                    ),
+                ));
+            }
+            node.acceptor = Some(acceptor);
         }
         if node.roles.proposer {
             node.proposer = Some(Proposer::new(
@@ -549,6 +644,7 @@ impl Sim {
                 self.rcfg.clone(),
                 Register::default(),
             ));
+            node.slot_out = 0;
             self.checker.replica_restarted(i);
         }
         if node.incarnation > 0 {
@@ -560,7 +656,9 @@ impl Sim {
     // -------------------------------------------------------------- network
 
     fn partitioned(&self, a: usize, b: usize) -> bool {
-        self.partition.as_ref().is_some_and(|(sides, _)| sides[a] != sides[b])
+        self.partition
+            .as_ref()
+            .is_some_and(|(sides, _)| sides[a] != sides[b])
     }
 
     fn send_all(&mut self, from: usize, sends: Vec<(NodeId, Message)>) -> Check {
@@ -569,7 +667,11 @@ impl Sim {
                 return Err(violation(
                     "routing",
                     self.now,
-                    format!("{} sent {} to unknown node {to_id}", self.nodes[from].id, trace::message(&msg)),
+                    format!(
+                        "{} sent {} to unknown node {to_id}",
+                        self.nodes[from].id,
+                        trace::message(&msg)
+                    ),
                 ));
             };
             if !self.nodes[to].roles.hosts(msg.role()) {
@@ -585,27 +687,45 @@ impl Sim {
                 ));
             }
             // Everything goes through the codec, as on the real wire.
-            let bytes = synod_codec::encode(&msg)
-                .map_err(|e| violation("codec", self.now, format!("encode {}: {e}", trace::message(&msg))))?;
-            self.post(from, to, bytes);
+            let bytes = synod_codec::encode(&msg).map_err(|e| {
+                violation(
+                    "codec",
+                    self.now,
+                    format!("encode {}: {e}", trace::message(&msg)),
+                )
+            })?;
+            let reliable = self.opts.reliable_learner_feed
+                && matches!(msg, Message::Learner(LearnerMsg::Accepted { .. }));
+            self.post(from, to, bytes, reliable);
         }
         Ok(())
     }
 
-    fn post(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
-        if !self.nodes[to].up || self.partitioned(from, to) || self.rng.chance(self.active.loss) {
+    /// Puts a message on the wire. Between two roles of the same node the
+    /// real router hands it to a local mailbox: no loss, no duplicate, no
+    /// partition, next tick; only a crash of the node loses it.
+    fn post(&mut self, from: usize, to: usize, bytes: Vec<u8>, reliable: bool) {
+        let local = from == to;
+        let reliable = reliable || local;
+        if !self.nodes[to].up
+            || (!reliable && (self.partitioned(from, to) || self.rng.chance(self.active.loss)))
+        {
             self.stats.dropped += 1;
             return;
         }
-        let copies = if self.rng.chance(self.active.dup) {
+        let copies = if !local && self.rng.chance(self.active.dup) {
             self.stats.duplicated += 1;
             2
         } else {
             1
         };
         for _ in 0..copies {
-            let mut delay = self.rng.range(1, self.active.max_delay + 1);
-            if self.rng.chance(self.active.slow) {
+            let mut delay = if local {
+                1
+            } else {
+                self.rng.range(1, self.active.max_delay + 1)
+            };
+            if !local && self.rng.chance(self.active.slow) {
                 delay += self.rng.range(1, self.active.slow_extra + 1);
             }
             self.next_packet += 1;
@@ -615,24 +735,37 @@ impl Sim {
                     from,
                     to,
                     bytes: bytes.clone(),
+                    reliable,
                 },
             );
         }
     }
 
     fn deliver(&mut self, p: Packet) -> Check {
-        if !self.nodes[p.to].up || self.partitioned(p.from, p.to) {
+        if !self.nodes[p.to].up || (!p.reliable && self.partitioned(p.from, p.to)) {
             self.stats.dropped += 1;
             return Ok(());
         }
         self.stats.delivered += 1;
         self.hash.u64(((p.from as u64) << 32) | p.to as u64);
         self.hash.bytes(&p.bytes);
-        let msg: Message = synod_codec::decode(&p.bytes)
-            .map_err(|e| violation("codec", self.now, format!("decode of a message we encoded failed: {e}")))?;
-        self.storm_check(&msg)?;
+        let msg: Message = synod_codec::decode(&p.bytes).map_err(|e| {
+            violation(
+                "codec",
+                self.now,
+                format!("decode of a message we encoded failed: {e}"),
+            )
+        })?;
+        self.storm_check(&msg, p.bytes.len())?;
         let from = self.nodes[p.from].id.clone();
-        self.log(|| format!("{} → {}: {}", from, self.nodes[p.to].id, trace::message(&msg)));
+        self.log(|| {
+            format!(
+                "{} → {}: {}",
+                from,
+                self.nodes[p.to].id,
+                trace::message(&msg)
+            )
+        });
         let i = p.to;
         let (now, name) = (self.now, self.nodes[i].id.clone());
         let missing = |role: &str| {
@@ -644,37 +777,53 @@ impl Sim {
         };
         match msg {
             Message::Acceptor(m) => {
-                let a = self.nodes[i].acceptor.as_mut().ok_or_else(|| missing("acceptor"))?;
+                let a = self.nodes[i]
+                    .acceptor
+                    .as_mut()
+                    .ok_or_else(|| missing("acceptor"))?;
                 let out = a.handle(from, m);
                 self.acceptor_effects(i, out)
             }
             Message::Proposer(m) => {
-                let pr = self.nodes[i].proposer.as_mut().ok_or_else(|| missing("proposer"))?;
+                let pr = self.nodes[i]
+                    .proposer
+                    .as_mut()
+                    .ok_or_else(|| missing("proposer"))?;
                 let out = pr.handle(from, m);
                 self.proposer_effects(i, out.send)
             }
             Message::Learner(m) => {
-                let l = self.nodes[i].learner.as_mut().ok_or_else(|| missing("learner"))?;
+                let l = self.nodes[i]
+                    .learner
+                    .as_mut()
+                    .ok_or_else(|| missing("learner"))?;
                 let out = l.handle(from, m);
                 self.learner_effects(i, out)
             }
             Message::Replica(m) => {
-                let r = self.nodes[i].replica.as_mut().ok_or_else(|| missing("replica"))?;
+                let r = self.nodes[i]
+                    .replica
+                    .as_mut()
+                    .ok_or_else(|| missing("replica"))?;
                 let out = r.handle(from, m);
                 self.replica_effects(i, out)
             }
         }
     }
 
-    fn storm_check(&mut self, msg: &Message) -> Check {
+    fn storm_check(&mut self, msg: &Message, bytes: usize) -> Check {
         if self.now >= self.storm_since + STORM_WINDOW {
             self.storm_since = self.now;
             self.storm_count = 0;
+            self.storm_bytes = 0;
             self.storm_kinds.clear();
         }
         self.storm_count += 1;
+        self.storm_bytes += bytes as u64;
+        self.stats.peak_window_msgs = self.stats.peak_window_msgs.max(self.storm_count);
+        self.stats.peak_window_bytes = self.stats.peak_window_bytes.max(self.storm_bytes);
         *self.storm_kinds.entry(trace::kind(msg)).or_default() += 1;
-        if self.storm_count <= STORM_LIMIT {
+        if self.storm_count <= STORM_LIMIT && self.storm_bytes <= STORM_BYTES {
             return Ok(());
         }
         let mut kinds: Vec<(u64, &str)> = self.storm_kinds.iter().map(|(k, n)| (*n, *k)).collect();
@@ -684,8 +833,10 @@ impl Sim {
             "message-storm",
             self.now,
             format!(
-                "{} messages delivered since t={} (limit {STORM_LIMIT} per {STORM_WINDOW} ticks); most: {kinds:?}\n    {}",
+                "{} messages ({} bytes) delivered since t={} (limit {STORM_LIMIT} messages or {STORM_BYTES} bytes \
+                 per {STORM_WINDOW} ticks); most: {kinds:?}\n    {}",
                 self.storm_count,
+                self.storm_bytes,
                 self.storm_since,
                 self.stuck("state when the storm was detected").detail
             ),
@@ -698,7 +849,10 @@ impl Sim {
     /// then let the messages go.
     fn acceptor_effects(&mut self, i: usize, out: synod_acceptor::Output) -> Check {
         if !out.persist.is_empty() {
-            self.nodes[i].disk.append(&out.persist).expect("MemStorage never fails");
+            self.nodes[i]
+                .disk
+                .append(&out.persist)
+                .expect("MemStorage never fails");
             if self.opts.bug == Bug::RevealBeforeSync {
                 self.record_votes(i, &out.send)?;
                 self.send_all(i, out.send)?;
@@ -709,7 +863,9 @@ impl Sim {
                 }
                 return self.sync(i, out.persist);
             }
-            if self.active.crash_before_sync > 0.0 && self.can_crash(i) && self.rng.chance(self.active.crash_before_sync)
+            if self.active.crash_before_sync > 0.0
+                && self.can_crash(i)
+                && self.rng.chance(self.active.crash_before_sync)
             {
                 self.stats.crashes_before_sync += 1;
                 self.crash(i, "between append and sync: records and replies lost");
@@ -719,6 +875,7 @@ impl Sim {
         }
         if self.opts.bug == Bug::None {
             self.check_revealed(i, &out.send)?;
+            self.check_promise(i, &out.send)?;
         }
         self.record_votes(i, &out.send)?;
         self.send_all(i, out.send)
@@ -742,17 +899,67 @@ impl Sim {
                 Message::Proposer(ProposerMsg::Promise { ballot, accepted }) => {
                     checker::revealed_promise(self.now, name, &node.durable, ballot)?;
                     for e in accepted {
-                        checker::revealed_vote(self.now, name, &node.durable, e.slot, &e.ballot, Some(&e.value))?;
+                        checker::revealed_vote(
+                            self.now,
+                            name,
+                            &node.durable,
+                            e.slot,
+                            &e.ballot,
+                            Some(&e.value),
+                        )?;
                     }
                 }
                 Message::Proposer(ProposerMsg::Accepted { ballot, slot }) => {
                     checker::revealed_vote(self.now, name, &node.durable, *slot, ballot, None)?;
                 }
-                Message::Learner(LearnerMsg::Accepted { ballot, slot, value }) => {
-                    checker::revealed_vote(self.now, name, &node.durable, *slot, ballot, Some(value))?;
+                Message::Learner(LearnerMsg::Accepted {
+                    ballot,
+                    slot,
+                    value,
+                }) => {
+                    checker::revealed_vote(
+                        self.now,
+                        name,
+                        &node.durable,
+                        *slot,
+                        ballot,
+                        Some(value),
+                    )?;
                 }
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Promises only grow: the acceptor's promise is at least every ballot
+    /// it has revealed so far.
+    fn check_promise(&mut self, i: usize, sends: &[(NodeId, Message)]) -> Check {
+        let node = &mut self.nodes[i];
+        for (_, m) in sends {
+            if let Message::Proposer(
+                ProposerMsg::Promise { ballot, .. } | ProposerMsg::Accepted { ballot, .. },
+            ) = m
+            {
+                if *ballot > node.revealed {
+                    node.revealed = ballot.clone();
+                }
+            }
+        }
+        let promised = node
+            .acceptor
+            .as_ref()
+            .map(|a| a.promised().clone())
+            .unwrap_or_default();
+        if promised < node.revealed {
+            return Err(violation(
+                "promise-monotonic",
+                self.now,
+                format!(
+                    "acceptor {} promises {promised:?}, below {:?} which it revealed",
+                    node.id, node.revealed
+                ),
+            ));
         }
         Ok(())
     }
@@ -761,7 +968,12 @@ impl Sim {
     /// acceptor): that is the textbook meaning of "a majority accepted".
     fn record_votes(&mut self, i: usize, sends: &[(NodeId, Message)]) -> Check {
         for (_, m) in sends {
-            if let Message::Learner(LearnerMsg::Accepted { ballot, slot, value }) = m {
+            if let Message::Learner(LearnerMsg::Accepted {
+                ballot,
+                slot,
+                value,
+            }) = m
+            {
                 self.checker.vote(self.now, i, *slot, ballot, value)?;
             }
         }
@@ -790,16 +1002,19 @@ impl Sim {
     fn learner_effects(&mut self, i: usize, out: synod_learner::Output) -> Check {
         let who = self.nodes[i].id.clone();
         for (slot, value) in &out.decided {
-            self.checker.announced(self.now, who.as_str(), *slot, value)?;
+            self.checker
+                .announced(self.now, who.as_str(), *slot, value)?;
         }
         for (_, m) in &out.send {
             match m {
                 Message::Replica(ReplicaMsg::Decide { slot, value, .. }) => {
-                    self.checker.announced(self.now, who.as_str(), *slot, value)?;
+                    self.checker
+                        .announced(self.now, who.as_str(), *slot, value)?;
                 }
                 Message::Replica(ReplicaMsg::Decisions { entries, .. }) => {
                     for (slot, _, value) in entries {
-                        self.checker.announced(self.now, who.as_str(), *slot, value)?;
+                        self.checker
+                            .announced(self.now, who.as_str(), *slot, value)?;
                     }
                 }
                 _ => {}
@@ -809,9 +1024,23 @@ impl Sim {
     }
 
     fn replica_effects(&mut self, i: usize, out: synod_replica::Output) -> Check {
-        if let Some(r) = &self.nodes[i].replica {
+        let node = &mut self.nodes[i];
+        if let Some(r) = &node.replica {
+            if r.slot_out() < node.slot_out {
+                return Err(violation(
+                    "log-monotonic",
+                    self.now,
+                    format!(
+                        "replica {} went back from slot_out {} to {}",
+                        node.id,
+                        node.slot_out,
+                        r.slot_out()
+                    ),
+                ));
+            }
+            node.slot_out = r.slot_out();
             self.checker
-                .replica(self.now, i, self.nodes[i].id.as_str(), r.slot_out(), r.state())?;
+                .replica(self.now, i, node.id.as_str(), r.slot_out(), r.state())?;
         }
         for reply in out.replies {
             self.on_reply(i, reply)?;
@@ -855,8 +1084,18 @@ impl Sim {
                             req.sent_to.push(r);
                         }
                     }
-                    self.log(|| format!("client {:x} retries seq {seq} at {}", id.0 & 0xffff, self.nodes[r].id));
-                    let out = self.nodes[r].replica.as_mut().expect("live").handle_request(id, seq, op_bytes);
+                    self.log(|| {
+                        format!(
+                            "client {:x} retries seq {seq} at {}",
+                            id.0 & 0xffff,
+                            self.nodes[r].id
+                        )
+                    });
+                    let out = self.nodes[r]
+                        .replica
+                        .as_mut()
+                        .expect("live")
+                        .handle_request(id, seq, op_bytes);
                     self.replica_effects(r, out)?;
                 }
                 _ => {}
@@ -906,8 +1145,18 @@ impl Sim {
             },
         );
         self.stats.issued += 1;
-        self.log(|| format!("client {:x} seq {seq} → {}: {op:?}", id.0 & 0xffff, self.nodes[r].id));
-        let out = self.nodes[r].replica.as_mut().expect("live").handle_request(id, seq, op_bytes);
+        self.log(|| {
+            format!(
+                "client {:x} seq {seq} → {}: {op:?}",
+                id.0 & 0xffff,
+                self.nodes[r].id
+            )
+        });
+        let out = self.nodes[r]
+            .replica
+            .as_mut()
+            .expect("live")
+            .handle_request(id, seq, op_bytes);
         self.replica_effects(r, out)
     }
 
@@ -993,11 +1242,17 @@ impl Sim {
         }
         let start = self.now;
         let deadline = self.now + self.opts.heal_ticks;
+        let mut progress = self.progress();
         while !self.quiescent() {
-            if self.now >= deadline {
-                return Err(self.stuck("outstanding requests did not complete / replicas did not converge"));
+            if self.now >= deadline || self.now >= progress.1 + STALL_TICKS {
+                return Err(self.stuck(&format!(
+                    "heal phase: outstanding requests did not complete / replicas did not converge \
+                     (no progress since t={})",
+                    progress.1
+                )));
             }
             self.step_tick()?;
+            progress = self.track_progress(progress);
         }
         // A fresh write, from a fresh client, must get through.
         let c = self.clients.len();
@@ -1015,10 +1270,15 @@ impl Sim {
         self.log(|| "HEAL: final write".to_string());
         self.send_request(c, r, RegOp::Set { key: 0, value })?;
         while !self.quiescent() {
-            if self.now >= deadline {
-                return Err(self.stuck("the write issued after healing was not acknowledged / applied everywhere"));
+            if self.now >= deadline || self.now >= progress.1 + STALL_TICKS {
+                return Err(self.stuck(&format!(
+                    "heal phase: the write issued after healing was not acknowledged / applied everywhere \
+                     (no progress since t={})",
+                    progress.1
+                )));
             }
             self.step_tick()?;
+            progress = self.track_progress(progress);
         }
         self.stats.heal_ticks = self.now - start;
         if !self.checker.canonical().contains(&value) {
@@ -1027,13 +1287,45 @@ impl Sim {
         self.final_check()
     }
 
+    /// A fingerprint of progress: chosen slots, applied slots, acks.
+    fn progress(&self) -> ((usize, u64, u64), u64) {
+        let applied = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.replica.as_ref())
+            .map(|r| r.slot_out())
+            .sum();
+        (
+            (self.checker.chosen().len(), applied, self.stats.acked),
+            self.now,
+        )
+    }
+
+    /// `(fingerprint, tick it last changed)`, updated.
+    fn track_progress(&self, last: ((usize, u64, u64), u64)) -> ((usize, u64, u64), u64) {
+        let now = self.progress();
+        if now.0 != last.0 {
+            now
+        } else {
+            last
+        }
+    }
+
     /// No client waits, every replica applied every chosen slot and has
     /// nothing pending.
     fn quiescent(&self) -> bool {
-        if self.clients.iter().any(|c| matches!(c.state, ClientState::Waiting(_))) {
+        if self
+            .clients
+            .iter()
+            .any(|c| matches!(c.state, ClientState::Waiting(_)))
+        {
             return false;
         }
-        let want = self.checker.chosen().last_key_value().map_or(0, |(s, _)| s + 1);
+        let want = self
+            .checker
+            .chosen()
+            .last_key_value()
+            .map_or(0, |(s, _)| s + 1);
         self.nodes
             .iter()
             .filter_map(|n| n.replica.as_ref())
@@ -1049,6 +1341,24 @@ impl Sim {
             chosen.len(),
             chosen.last_key_value().map(|(s, _)| *s)
         ));
+        // Chosen slots no live learner knows: no replica can ever get them.
+        let learners: Vec<&Learner> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.learner.as_ref())
+            .collect();
+        let unknown: Vec<u64> = chosen
+            .keys()
+            .copied()
+            .filter(|s| learners.iter().all(|l| l.chosen(*s).is_none()))
+            .collect();
+        if !unknown.is_empty() {
+            lines.push(format!(
+                "{} chosen slots are known to no live learner, first: {:?}",
+                unknown.len(),
+                &unknown[..unknown.len().min(8)]
+            ));
+        }
         for n in &self.nodes {
             let mut parts = vec![format!("{}{}:", n.id, if n.up { "" } else { " (down)" })];
             if let Some(p) = &n.proposer {
@@ -1067,14 +1377,26 @@ impl Sim {
                 parts.push(format!("learner knows slots 0..{known}"));
             }
             if let Some(r) = &n.replica {
-                parts.push(format!("replica slot_out={} pending={}", r.slot_out(), r.pending()));
+                parts.push(format!(
+                    "replica slot_out={} pending={}",
+                    r.slot_out(),
+                    r.pending()
+                ));
             }
             lines.push(parts.join(" "));
         }
         for c in &self.clients {
             if let ClientState::Waiting(req) = &c.state {
-                let at: Vec<&str> = req.sent_to.iter().map(|r| self.nodes[*r].id.as_str()).collect();
-                lines.push(format!("client {:x} waits for seq {} at {at:?}", c.id.0 & 0xffff, req.seq));
+                let at: Vec<&str> = req
+                    .sent_to
+                    .iter()
+                    .map(|r| self.nodes[*r].id.as_str())
+                    .collect();
+                lines.push(format!(
+                    "client {:x} waits for seq {} at {at:?}",
+                    c.id.0 & 0xffff,
+                    req.seq
+                ));
             }
         }
         violation("liveness", self.now, lines.join("\n    "))
@@ -1084,7 +1406,11 @@ impl Sim {
     /// hold every replica and every acknowledged answer against it.
     fn final_check(&mut self) -> Check {
         let now = self.now;
-        let replicas: Vec<&Replica<Register>> = self.nodes.iter().filter_map(|n| n.replica.as_ref()).collect();
+        let replicas: Vec<&Replica<Register>> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.replica.as_ref())
+            .collect();
         let slot_out = replicas[0].slot_out();
         self.stats.slots = slot_out;
         // Replay the chosen log with the replicas' at-most-once rule.
@@ -1110,7 +1436,11 @@ impl Sim {
                 applied.insert((cmd.client, cmd.seq), (pos, out));
             }
         }
-        for (n, r) in self.nodes.iter().filter_map(|n| n.replica.as_ref().map(|r| (n, r))) {
+        for (n, r) in self
+            .nodes
+            .iter()
+            .filter_map(|n| n.replica.as_ref().map(|r| (n, r)))
+        {
             if r.slot_out() != slot_out || r.state() != &reference {
                 return Err(violation(
                     "final",
@@ -1139,7 +1469,10 @@ impl Sim {
             return Err(violation(
                 "final",
                 now,
-                format!("final registers {:?} are not the last writes in log order {last_write:?}", reference.values()),
+                format!(
+                    "final registers {:?} are not the last writes in log order {last_write:?}",
+                    reference.values()
+                ),
             ));
         }
         // Every acknowledged request is in the log, answered as the log says.
@@ -1149,7 +1482,10 @@ impl Sim {
                     return Err(violation(
                         "acked-lost",
                         now,
-                        format!("{client:?}/{seq} was acknowledged at t={} but is not in the log", ack.acked_at),
+                        format!(
+                            "{client:?}/{seq} was acknowledged at t={} but is not in the log",
+                            ack.acked_at
+                        ),
                     ))
                 }
                 Some((_, out)) if *out != ack.output => {
@@ -1157,9 +1493,9 @@ impl Sim {
                         "reply",
                         now,
                         format!(
-                            "{client:?}/{seq} was answered {:?}, but replaying the log gives {out:?}",
-                            ack.output
-                        ),
+                        "{client:?}/{seq} was answered {:?}, but replaying the log gives {out:?}",
+                        ack.output
+                    ),
                     ))
                 }
                 _ => {}
@@ -1180,7 +1516,11 @@ impl Sim {
         acked.sort_unstable();
         let mut prefix_max: Vec<(usize, u64)> = Vec::with_capacity(acked.len());
         for (t, pos) in &acked {
-            let best = prefix_max.last().map_or((*pos, *t), |&(p, pt)| if *pos > p { (*pos, *t) } else { (p, pt) });
+            let best =
+                prefix_max.last().map_or(
+                    (*pos, *t),
+                    |&(p, pt)| if *pos > p { (*pos, *t) } else { (p, pt) },
+                );
             prefix_max.push(best);
         }
         for ((client, seq), (pos, _)) in applied {

@@ -26,7 +26,11 @@ pub fn message(m: &Message) -> String {
         Message::Acceptor(AcceptorMsg::Prepare { ballot, from_slot }) => {
             format!("Prepare {ballot:?} from_slot={from_slot}")
         }
-        Message::Acceptor(AcceptorMsg::Accept { ballot, slot, value: v }) => {
+        Message::Acceptor(AcceptorMsg::Accept {
+            ballot,
+            slot,
+            value: v,
+        }) => {
             format!("Accept {ballot:?} slot={slot} {}", value(v))
         }
         Message::Proposer(ProposerMsg::Promise { ballot, accepted }) => {
@@ -36,7 +40,9 @@ pub fn message(m: &Message) -> String {
                 .collect();
             format!("Promise {ballot:?} accepted=[{}]", parts.join(", "))
         }
-        Message::Proposer(ProposerMsg::Accepted { ballot, slot }) => format!("Accepted {ballot:?} slot={slot}"),
+        Message::Proposer(ProposerMsg::Accepted { ballot, slot }) => {
+            format!("Accepted {ballot:?} slot={slot}")
+        }
         Message::Proposer(ProposerMsg::Preempted { ballot, promised }) => {
             format!("Preempted {ballot:?} promised={promised:?}")
         }
@@ -44,21 +50,37 @@ pub fn message(m: &Message) -> String {
             let parts: Vec<String> = commands.iter().map(command).collect();
             format!("Propose [{}]", parts.join(", "))
         }
-        Message::Proposer(ProposerMsg::Heartbeat { ballot, first_unchosen }) => {
+        Message::Proposer(ProposerMsg::Heartbeat {
+            ballot,
+            first_unchosen,
+        }) => {
             format!("Heartbeat {ballot:?} first_unchosen={first_unchosen}")
         }
         Message::Proposer(ProposerMsg::Chosen { slot }) => format!("Chosen slot={slot}"),
-        Message::Learner(LearnerMsg::Accepted { ballot, slot, value: v }) => {
+        Message::Learner(LearnerMsg::Accepted {
+            ballot,
+            slot,
+            value: v,
+        }) => {
             format!("Accepted→learner {ballot:?} slot={slot} {}", value(v))
         }
-        Message::Learner(LearnerMsg::CatchUp { from_slot }) => format!("CatchUp from_slot={from_slot}"),
-        Message::Replica(ReplicaMsg::Decide { slot, ballot, value: v }) => {
+        Message::Learner(LearnerMsg::CatchUp { from_slot }) => {
+            format!("CatchUp from_slot={from_slot}")
+        }
+        Message::Replica(ReplicaMsg::Decide {
+            slot,
+            ballot,
+            value: v,
+        }) => {
             format!("Decide slot={slot} {ballot:?} {}", value(v))
         }
         Message::Replica(ReplicaMsg::Decisions { entries, more }) => {
             let first = entries.first().map_or(0, |e| e.0);
             let last = entries.last().map_or(0, |e| e.0);
-            format!("Decisions slots {first}..={last} ({} entries) more={more}", entries.len())
+            format!(
+                "Decisions slots {first}..={last} ({} entries) more={more}",
+                entries.len()
+            )
         }
     }
 }
