@@ -5,9 +5,15 @@
 //! send, and the caller must sync the records before sending any message
 //! (the [`actor`] shell does so with group commit). An acceptor
 //!
-//! - promises a ballot in reply to `Prepare` (p1a) only if it has not promised
-//!   a higher one, and reports everything it accepted from the proposer's
-//!   first unchosen slot on (p1b);
+//! - promises a ballot in reply to `Prepare` (p1a) only if it is higher than
+//!   any it promised, and reports everything it accepted from the proposer's
+//!   first unchosen slot on (p1b). Strictly higher: a proposer that restarted
+//!   without memory may build a ballot it used before, and two phase 1 runs
+//!   under one ballot could pick different values for one slot in that same
+//!   ballot. Because any two majorities intersect, the second run cannot
+//!   collect a majority of promises, and the proposer moves to a higher round;
+//! - resends what it accepted in a slot range when a learner asks (`Fetch`),
+//!   so lost p2b copies can be recovered;
 //! - accepts a value in reply to `Accept` (p2a) only if it has not promised a
 //!   higher ballot, and tells the proposer and every learner (p2b);
 //! - answers a refused ballot with `Preempted`, naming the ballot it promised,
@@ -61,19 +67,44 @@ impl Acceptor {
                 slot,
                 value,
             } => self.handle_accept(from, ballot, slot, value),
+            AcceptorMsg::Fetch { from_slot, to_slot } => {
+                self.handle_fetch(from, from_slot, to_slot)
+            }
+        }
+    }
+
+    fn handle_fetch(&mut self, from: NodeId, from_slot: Slot, to_slot: Slot) -> Output {
+        let entries = self
+            .state
+            .accepted
+            .range(from_slot..to_slot.max(from_slot))
+            .map(|(slot, (ballot, value))| PromiseEntry {
+                slot: *slot,
+                ballot: ballot.clone(),
+                value: value.clone(),
+            })
+            .collect();
+        Output {
+            persist: Vec::new(),
+            send: vec![(
+                from,
+                Message::Learner(LearnerMsg::Fetched {
+                    from_slot,
+                    to_slot,
+                    entries,
+                }),
+            )],
         }
     }
 
     fn handle_prepare(&mut self, from: NodeId, ballot: Ballot, from_slot: Slot) -> Output {
         let mut out = Output::default();
-        if ballot < self.state.promised {
+        if ballot <= self.state.promised {
             out.send.push((from, self.preempted(ballot)));
             return out;
         }
-        if ballot > self.state.promised {
-            self.state.promised = ballot.clone();
-            out.persist.push(Record::Promise(ballot.clone()));
-        }
+        self.state.promised = ballot.clone();
+        out.persist.push(Record::Promise(ballot.clone()));
         let accepted = self
             .state
             .accepted
@@ -226,6 +257,59 @@ mod tests {
             Message::Proposer(ProposerMsg::Preempted { ballot, .. }) => ballot.clone(),
             m => panic!("unexpected {m:?}"),
         }
+    }
+
+    #[test]
+    fn a_ballot_is_promised_once() {
+        let mut a = acc();
+        assert!(matches!(
+            prepare(&mut a, b(2, "p1"), 0).send[0].1,
+            Message::Proposer(ProposerMsg::Promise { .. })
+        ));
+        // The same ballot again (a restarted proposer reusing it) is refused.
+        let again = prepare(&mut a, b(2, "p1"), 0);
+        assert!(again.persist.is_empty());
+        assert_eq!(
+            again.send,
+            vec![(
+                NodeId::new("p1"),
+                Message::Proposer(ProposerMsg::Preempted {
+                    ballot: b(2, "p1"),
+                    promised: b(2, "p1")
+                })
+            )]
+        );
+    }
+
+    #[test]
+    fn fetch_resends_accepted_values_in_range_to_the_learner() {
+        let mut a = acc();
+        for slot in [1, 4, 9] {
+            accept(&mut a, b(1, "p1"), slot, v(slot as u8));
+        }
+        let out = a.handle(
+            NodeId::new("l2"),
+            AcceptorMsg::Fetch {
+                from_slot: 2,
+                to_slot: 9,
+            },
+        );
+        assert!(out.persist.is_empty());
+        assert_eq!(
+            out.send,
+            vec![(
+                NodeId::new("l2"),
+                Message::Learner(LearnerMsg::Fetched {
+                    from_slot: 2,
+                    to_slot: 9,
+                    entries: vec![PromiseEntry {
+                        slot: 4,
+                        ballot: b(1, "p1"),
+                        value: v(4)
+                    }]
+                })
+            )]
+        );
     }
 
     #[test]

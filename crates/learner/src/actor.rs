@@ -4,6 +4,7 @@
 
 use crate::Learner;
 use actix::prelude::*;
+use std::time::Duration;
 use synod_transport::{Deliver, Outbound, Router};
 use synod_types::{LearnerMsg, Slot, Value};
 
@@ -22,27 +23,21 @@ pub struct Subscribe(pub Recipient<Decided>);
 pub struct LearnerActor {
     logic: Learner,
     router: Addr<Router>,
+    tick: Duration,
     observers: Vec<Recipient<Decided>>,
 }
 
 impl LearnerActor {
-    pub fn new(logic: Learner, router: Addr<Router>) -> Self {
+    pub fn new(logic: Learner, router: Addr<Router>, tick: Duration) -> Self {
         LearnerActor {
             logic,
             router,
+            tick,
             observers: Vec::new(),
         }
     }
-}
 
-impl Actor for LearnerActor {
-    type Context = Context<Self>;
-}
-
-impl Handler<Deliver<LearnerMsg>> for LearnerActor {
-    type Result = ();
-    fn handle(&mut self, d: Deliver<LearnerMsg>, _: &mut Context<Self>) {
-        let out = self.logic.handle(d.from, d.msg);
+    fn execute(&mut self, out: crate::Output) {
         for (to, msg) in out.send {
             self.router.do_send(Outbound { to, msg });
         }
@@ -54,6 +49,24 @@ impl Handler<Deliver<LearnerMsg>> for LearnerActor {
                 });
             }
         }
+    }
+}
+
+impl Actor for LearnerActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.tick, |act, _| {
+            let out = act.logic.tick();
+            act.execute(out);
+        });
+    }
+}
+
+impl Handler<Deliver<LearnerMsg>> for LearnerActor {
+    type Result = ();
+    fn handle(&mut self, d: Deliver<LearnerMsg>, _: &mut Context<Self>) {
+        let out = self.logic.handle(d.from, d.msg);
+        self.execute(out);
     }
 }
 

@@ -7,16 +7,33 @@
 //! past it), and reports it to local observers. It keeps the chosen log in
 //! memory to answer replicas that fell behind (`CatchUp`).
 //!
-//! A learner is not durable: after a restart it only learns new slots. That
-//! is safe because the acceptors are the durable memory, and a new leader's
-//! phase 1 re-proposes anything a majority may have accepted.
+//! A learner is not durable, and p2b copies sent to it can be lost, so it
+//! repairs itself. When it has evidence that the log goes further than its
+//! contiguous prefix of learned slots (a vote for a later slot, or the
+//! leader's `Progress`) and the prefix does not move for `repair_ticks`, it
+//! asks every acceptor what it holds in the missing range (`Fetch`).
+//!
+//! The answers decide a slot in two ways:
+//!
+//! - as ordinary votes: a majority in one ballot means chosen;
+//! - for a slot the leader reported chosen (below its `first_unchosen`):
+//!   once a majority of acceptors answered this fetch, the value with the
+//!   highest ballot among their answers is the chosen one. Why: if `v` was
+//!   chosen in ballot `b` by a majority `Q`, every answering majority meets
+//!   `Q`, an acceptor in both answered after the choice with a ballot
+//!   `≥ b`, and every proposal in a ballot `≥ b` carries `v`. This rule is
+//!   *only* sound for slots known to be chosen and for answers given after
+//!   that was known — a majority holding one value in different ballots is
+//!   not in general chosen — which is why it only looks at a fresh `Fetch`
+//!   round for slots below the leader's reported progress.
 
 #[cfg(feature = "actor")]
 pub mod actor;
 
 use std::collections::{BTreeMap, BTreeSet};
 use synod_types::{
-    majority, Ballot, LearnerMsg, Message, NodeId, ProposerMsg, ReplicaMsg, Slot, Value,
+    majority, AcceptorMsg, Ballot, LearnerMsg, Message, NodeId, PromiseEntry, ProposerMsg,
+    ReplicaMsg, Slot, Value,
 };
 
 #[derive(Debug, Default, PartialEq)]
@@ -24,6 +41,13 @@ pub struct Output {
     pub send: Vec<(NodeId, Message)>,
     /// Slots chosen by this message, for local observers.
     pub decided: Vec<(Slot, Value)>,
+}
+
+/// One round of asking the acceptors for a slot range.
+struct Repair {
+    from_slot: Slot,
+    to_slot: Slot,
+    answers: BTreeMap<NodeId, BTreeMap<Slot, (Ballot, Value)>>,
 }
 
 pub struct Learner {
@@ -35,6 +59,20 @@ pub struct Learner {
     chosen: BTreeMap<Slot, (Ballot, Value)>,
     /// Most decisions sent in answer to one `CatchUp`, to bound message size.
     max_catch_up: usize,
+    now: u64,
+    /// Every slot below this is learned.
+    first_unlearned: Slot,
+    /// Evidence that slots up to here exist (exclusive).
+    known_end: Slot,
+    /// Every slot below this is chosen (the leader said so).
+    committed: Slot,
+    /// The fetch round in progress: its range and who answered what.
+    repair: Option<Repair>,
+    /// `(first_unlearned, since)`: how long the prefix has not moved.
+    stalled: Option<(Slot, u64)>,
+    repair_ticks: u64,
+    /// Most slots asked for in one `Fetch`.
+    fetch_window: u64,
 }
 
 impl Learner {
@@ -46,7 +84,54 @@ impl Learner {
             votes: BTreeMap::new(),
             chosen: BTreeMap::new(),
             max_catch_up: 256,
+            now: 0,
+            first_unlearned: 0,
+            known_end: 0,
+            committed: 0,
+            repair: None,
+            stalled: None,
+            repair_ticks: 10,
+            fetch_window: 256,
         }
+    }
+
+    /// Every slot below this is learned.
+    pub fn first_unlearned(&self) -> Slot {
+        self.first_unlearned
+    }
+
+    /// Advances the clock by one tick; may ask acceptors for lost votes.
+    pub fn tick(&mut self) -> Output {
+        self.now += 1;
+        let mut out = Output::default();
+        if self.first_unlearned >= self.known_end {
+            self.stalled = None;
+            return out;
+        }
+        match self.stalled {
+            Some((slot, since)) if slot == self.first_unlearned => {
+                if self.now - since >= self.repair_ticks {
+                    self.stalled = Some((slot, self.now));
+                    let to_slot = self.known_end.min(slot + self.fetch_window);
+                    self.repair = Some(Repair {
+                        from_slot: slot,
+                        to_slot,
+                        answers: BTreeMap::new(),
+                    });
+                    for a in &self.acceptors {
+                        out.send.push((
+                            a.clone(),
+                            Message::Acceptor(AcceptorMsg::Fetch {
+                                from_slot: slot,
+                                to_slot,
+                            }),
+                        ));
+                    }
+                }
+            }
+            _ => self.stalled = Some((self.first_unlearned, self.now)),
+        }
+        out
     }
 
     pub fn chosen(&self, slot: Slot) -> Option<&Value> {
@@ -61,6 +146,16 @@ impl Learner {
                 value,
             } => self.handle_accepted(from, ballot, slot, value),
             LearnerMsg::CatchUp { from_slot } => self.handle_catch_up(from, from_slot),
+            LearnerMsg::Progress { first_unchosen } => {
+                self.known_end = self.known_end.max(first_unchosen);
+                self.committed = self.committed.max(first_unchosen);
+                Output::default()
+            }
+            LearnerMsg::Fetched {
+                from_slot,
+                to_slot,
+                entries,
+            } => self.handle_fetched(from, from_slot, to_slot, entries),
         }
     }
 
@@ -72,20 +167,104 @@ impl Learner {
         value: Value,
     ) -> Output {
         let mut out = Output::default();
-        if self.chosen.contains_key(&slot) || !self.acceptors.contains(&from) {
-            return out;
+        self.count_vote(from, ballot, slot, value, &mut out);
+        out
+    }
+
+    fn count_vote(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        slot: Slot,
+        value: Value,
+        out: &mut Output,
+    ) {
+        if slot < self.first_unlearned
+            || self.chosen.contains_key(&slot)
+            || !self.acceptors.contains(&from)
+        {
+            return;
         }
+        self.known_end = self.known_end.max(slot + 1);
         let by_ballot = self.votes.entry(slot).or_default();
         let (v, voters) = by_ballot
             .entry(ballot.clone())
-            .or_insert_with(|| (value, BTreeSet::new()));
+            .or_insert_with(|| (value.clone(), BTreeSet::new()));
+        if *v != value {
+            // One ballot proposes one value per slot; anything else is a
+            // protocol violation elsewhere and must not be counted.
+            tracing::error!(slot, ?ballot, acceptor = %from, "two values for one slot in one ballot; vote ignored");
+            return;
+        }
         voters.insert(from);
-        if voters.len() < majority(self.acceptors.len()) {
+        if voters.len() >= majority(self.acceptors.len()) {
+            let value = v.clone();
+            self.choose(slot, ballot, value, out);
+        }
+    }
+
+    fn handle_fetched(
+        &mut self,
+        from: NodeId,
+        from_slot: Slot,
+        to_slot: Slot,
+        entries: Vec<PromiseEntry>,
+    ) -> Output {
+        let mut out = Output::default();
+        if !self.acceptors.contains(&from) {
             return out;
         }
-        let value = v.clone();
+        for e in &entries {
+            self.count_vote(
+                from.clone(),
+                e.ballot.clone(),
+                e.slot,
+                e.value.clone(),
+                &mut out,
+            );
+        }
+        let Some(r) = self
+            .repair
+            .as_mut()
+            .filter(|r| (r.from_slot, r.to_slot) == (from_slot, to_slot))
+        else {
+            return out;
+        };
+        r.answers.insert(
+            from,
+            entries
+                .into_iter()
+                .map(|e| (e.slot, (e.ballot, e.value)))
+                .collect(),
+        );
+        if r.answers.len() < majority(self.acceptors.len()) {
+            return out;
+        }
+        let Some(r) = self.repair.take() else {
+            return out;
+        };
+        for slot in r.from_slot..r.to_slot.min(self.committed) {
+            if self.chosen.contains_key(&slot) {
+                continue;
+            }
+            let highest = r
+                .answers
+                .values()
+                .filter_map(|m| m.get(&slot))
+                .max_by(|a, b| a.0.cmp(&b.0));
+            if let Some((ballot, value)) = highest.cloned() {
+                self.choose(slot, ballot, value, &mut out);
+            }
+        }
+        out
+    }
+
+    fn choose(&mut self, slot: Slot, ballot: Ballot, value: Value, out: &mut Output) {
         self.votes.remove(&slot);
         self.chosen.insert(slot, (ballot.clone(), value.clone()));
+        while self.chosen.contains_key(&self.first_unlearned) {
+            self.first_unlearned += 1;
+        }
         for r in &self.replicas {
             out.send.push((
                 r.clone(),
@@ -101,17 +280,23 @@ impl Learner {
                 .push((p.clone(), Message::Proposer(ProposerMsg::Chosen { slot })));
         }
         out.decided.push((slot, value));
-        out
     }
 
+    /// Answers with the contiguous run of decisions starting at `from_slot`.
+    /// Decisions past a hole would not let the replica apply anything and
+    /// would be sent again on every retry, so they are not sent; the hole
+    /// itself is what `tick` repairs.
     fn handle_catch_up(&mut self, from: NodeId, from_slot: Slot) -> Output {
-        let mut range = self.chosen.range(from_slot..);
-        let entries: Vec<_> = range
-            .by_ref()
+        let entries: Vec<_> = (from_slot..)
+            .map_while(|slot| {
+                self.chosen
+                    .get(&slot)
+                    .map(|(b, v)| (slot, b.clone(), v.clone()))
+            })
             .take(self.max_catch_up)
-            .map(|(slot, (ballot, value))| (*slot, ballot.clone(), value.clone()))
             .collect();
-        let more = range.next().is_some();
+        let next = from_slot + entries.len() as Slot;
+        let more = self.chosen.contains_key(&next);
         let mut out = Output::default();
         if !entries.is_empty() {
             out.send.push((
@@ -220,5 +405,139 @@ mod tests {
             .handle(n("r9"), LearnerMsg::CatchUp { from_slot: 5 })
             .send
             .is_empty());
+    }
+
+    #[test]
+    fn catch_up_stops_at_a_hole() {
+        let mut l = learner();
+        for slot in [0, 1, 3] {
+            accepted(&mut l, "a1", b(1), slot, Value::Noop);
+            accepted(&mut l, "a2", b(1), slot, Value::Noop);
+        }
+        let out = l.handle(n("r9"), LearnerMsg::CatchUp { from_slot: 0 });
+        assert_eq!(
+            out.send,
+            vec![(
+                n("r9"),
+                Message::Replica(ReplicaMsg::Decisions {
+                    entries: vec![(0, b(1), Value::Noop), (1, b(1), Value::Noop)],
+                    more: false
+                })
+            )]
+        );
+        assert!(l
+            .handle(n("r9"), LearnerMsg::CatchUp { from_slot: 2 })
+            .send
+            .is_empty());
+    }
+
+    fn fetches(out: &Output) -> Vec<(NodeId, Slot, Slot)> {
+        out.send
+            .iter()
+            .filter_map(|(to, m)| match m {
+                Message::Acceptor(AcceptorMsg::Fetch { from_slot, to_slot }) => {
+                    Some((to.clone(), *from_slot, *to_slot))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn fetched(
+        l: &mut Learner,
+        from: &str,
+        range: (Slot, Slot),
+        entries: Vec<(Slot, Ballot, Value)>,
+    ) -> Output {
+        let entries = entries
+            .into_iter()
+            .map(|(slot, ballot, value)| PromiseEntry {
+                slot,
+                ballot,
+                value,
+            })
+            .collect();
+        l.handle(
+            n(from),
+            LearnerMsg::Fetched {
+                from_slot: range.0,
+                to_slot: range.1,
+                entries,
+            },
+        )
+    }
+
+    #[test]
+    fn lost_votes_are_fetched_from_acceptors_when_the_prefix_stalls() {
+        let mut l = learner();
+        // Slot 1 is learned, slot 0 never got enough copies.
+        accepted(&mut l, "a1", b(1), 0, Value::Noop);
+        accepted(&mut l, "a1", b(1), 1, Value::Noop);
+        accepted(&mut l, "a2", b(1), 1, Value::Noop);
+        let mut asked = Vec::new();
+        for _ in 0..11 {
+            asked.extend(fetches(&l.tick()));
+        }
+        assert_eq!(
+            asked,
+            vec![(n("a1"), 0, 2), (n("a2"), 0, 2), (n("a3"), 0, 2)]
+        );
+        // The answers count like any vote.
+        let out = fetched(&mut l, "a3", (0, 2), vec![(0, b(1), Value::Noop)]);
+        assert_eq!(out.decided, vec![(0, Value::Noop)]);
+        assert_eq!(l.first_unlearned(), 2);
+        assert!(
+            (0..30).all(|_| fetches(&l.tick()).is_empty()),
+            "nothing missing, nothing fetched"
+        );
+    }
+
+    fn set(x: u8) -> Value {
+        Value::Batch(vec![synod_types::Command {
+            client: synod_types::ClientId(1),
+            seq: x as u64,
+            op: vec![x].into(),
+        }])
+    }
+
+    #[test]
+    fn a_committed_slot_takes_the_highest_ballot_of_a_fresh_majority() {
+        // Slot 0 was chosen (v in ballot 2); the acceptors now hold it in
+        // different ballots, so no ballot has a majority any more.
+        let mut l = learner();
+        l.handle(n("p1"), LearnerMsg::Progress { first_unchosen: 1 });
+        let asked: Vec<_> = (0..11).flat_map(|_| fetches(&l.tick())).collect();
+        assert_eq!(asked.len(), 3);
+        assert!(fetched(&mut l, "a1", (0, 1), vec![(0, b(1), set(7))])
+            .decided
+            .is_empty());
+        let out = fetched(&mut l, "a2", (0, 1), vec![(0, b(3), set(9))]);
+        assert_eq!(out.decided, vec![(0, set(9))]);
+    }
+
+    #[test]
+    fn mixed_ballots_never_decide_a_slot_not_known_chosen() {
+        // Same answers, but nobody said slot 0 is chosen: v in ballots 1 and 3
+        // is not a decision (a ballot-2 value elsewhere could still win).
+        let mut l = learner();
+        accepted(&mut l, "a3", b(9), 5, Value::Noop); // evidence the log goes on
+        let asked: Vec<_> = (0..11).flat_map(|_| fetches(&l.tick())).collect();
+        assert_eq!(asked[0].1, 0);
+        let range = (asked[0].1, asked[0].2);
+        assert!(fetched(&mut l, "a1", range, vec![(0, b(1), set(7))])
+            .decided
+            .is_empty());
+        assert!(fetched(&mut l, "a2", range, vec![(0, b(3), set(7))])
+            .decided
+            .is_empty());
+        assert_eq!(l.first_unlearned(), 0);
+    }
+
+    #[test]
+    fn two_values_in_one_ballot_are_never_counted_together() {
+        let mut l = learner();
+        accepted(&mut l, "a1", b(1), 0, Value::Noop);
+        let other = Value::Batch(vec![]);
+        assert!(accepted(&mut l, "a2", b(1), 0, other).decided.is_empty());
     }
 }

@@ -141,12 +141,19 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
                 max_queue: cfg.limits.max_queue,
             };
             let seed = self.seed.unwrap_or_else(|| clock_seed(&me));
-            let logic = Proposer::new(me.clone(), acceptors.clone(), proposers.clone(), pc, seed);
+            let logic = Proposer::new(
+                me.clone(),
+                acceptors.clone(),
+                proposers.clone(),
+                learners.clone(),
+                pc,
+                seed,
+            );
             ProposerActor::new(logic, router.clone(), tick).start()
         });
         let learner = node.has(Role::Learner).then(|| {
             let logic = Learner::new(acceptors.clone(), replicas.clone(), proposers.clone());
-            LearnerActor::new(logic, router.clone()).start()
+            LearnerActor::new(logic, router.clone(), tick).start()
         });
         let replica_actor = node.has(Role::Replica).then(|| {
             let rc = ReplicaConfig {

@@ -31,8 +31,8 @@ pub mod actor;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use synod_types::{
-    majority, AcceptorMsg, Ballot, Command, Message, NodeId, PromiseEntry, ProposerMsg, Slot,
-    SplitMix64, Value,
+    majority, AcceptorMsg, Ballot, ClientId, Command, LearnerMsg, Message, NodeId, PromiseEntry,
+    ProposerMsg, Slot, SplitMix64, Value,
 };
 
 /// Tunables, in ticks of the caller's clock.
@@ -89,6 +89,8 @@ pub struct Proposer {
     acceptors: Vec<NodeId>,
     /// The other proposers (heartbeat targets).
     peers: Vec<NodeId>,
+    /// Told our progress with each heartbeat, so they notice lost votes.
+    learners: Vec<NodeId>,
     cfg: ProposerConfig,
     rng: SplitMix64,
     now: u64,
@@ -111,6 +113,10 @@ pub struct Proposer {
     next_slot: Slot,
     inflight: BTreeMap<Slot, InFlight>,
     queue: VecDeque<Command>,
+    /// `(client, seq)` of every command queued or in flight under this
+    /// leadership: replicas retry, and a retry of a command we already hold
+    /// would only fill a slot with a duplicate.
+    holding: BTreeSet<(ClientId, u64)>,
 }
 
 impl Proposer {
@@ -119,6 +125,7 @@ impl Proposer {
         me: NodeId,
         acceptors: Vec<NodeId>,
         proposers: Vec<NodeId>,
+        learners: Vec<NodeId>,
         cfg: ProposerConfig,
         seed: u64,
     ) -> Self {
@@ -128,6 +135,7 @@ impl Proposer {
             me,
             acceptors,
             peers,
+            learners,
             cfg,
             rng: SplitMix64::new(seed),
             now: 0,
@@ -143,6 +151,7 @@ impl Proposer {
             next_slot: 0,
             inflight: BTreeMap::new(),
             queue: VecDeque::new(),
+            holding: BTreeSet::new(),
         };
         p.reset_deadline();
         p
@@ -187,7 +196,7 @@ impl Proposer {
             } => self.handle_heartbeat(from, ballot, first_unchosen, &mut out),
             ProposerMsg::Chosen { slot } => {
                 self.mark_chosen(slot);
-                if self.inflight.remove(&slot).is_some() {
+                if self.finish_slot(slot) {
                     self.fill_window(&mut out);
                 }
             }
@@ -351,6 +360,25 @@ impl Proposer {
         for p in &self.peers {
             out.send.push((p.clone(), msg.clone()));
         }
+        let progress = Message::Learner(LearnerMsg::Progress {
+            first_unchosen: self.first_unchosen,
+        });
+        for l in &self.learners {
+            out.send.push((l.clone(), progress.clone()));
+        }
+    }
+
+    /// Drops a slot from phase 2; true if it was ours.
+    fn finish_slot(&mut self, slot: Slot) -> bool {
+        match self.inflight.remove(&slot) {
+            Some(f) => {
+                for c in f.value.commands() {
+                    self.holding.remove(&(c.client, c.seq));
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     fn handle_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot, out: &mut Output) {
@@ -363,7 +391,7 @@ impl Proposer {
         };
         f.acks.insert(from);
         if f.acks.len() >= quorum {
-            self.inflight.remove(&slot);
+            self.finish_slot(slot);
             self.mark_chosen(slot);
             self.fill_window(out);
         }
@@ -395,6 +423,7 @@ impl Proposer {
         for c in unfinished.into_iter().rev() {
             self.queue.push_front(c);
         }
+        self.holding.clear();
         self.promises.clear();
         self.reset_deadline();
         self.forward_queue(out);
@@ -447,8 +476,14 @@ impl Proposer {
                 ));
             }
             _ => {
-                let room = self.cfg.max_queue.saturating_sub(self.queue.len());
-                self.queue.extend(commands.into_iter().take(room));
+                for c in commands {
+                    if self.queue.len() >= self.cfg.max_queue {
+                        break;
+                    }
+                    if self.holding.insert((c.client, c.seq)) {
+                        self.queue.push_back(c);
+                    }
+                }
                 self.fill_window(out);
             }
         }
@@ -456,6 +491,7 @@ impl Proposer {
 
     fn forward_queue(&mut self, out: &mut Output) {
         if let (Some(l), false) = (&self.leader, self.queue.is_empty()) {
+            self.holding.clear();
             let commands = self.queue.drain(..).collect();
             out.send.push((
                 l.clone(),

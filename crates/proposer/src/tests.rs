@@ -24,7 +24,14 @@ fn cfg() -> ProposerConfig {
     }
 }
 fn proposer() -> Proposer {
-    Proposer::new(n("p1"), acceptors(), vec![n("p1"), n("p2")], cfg(), 7)
+    Proposer::new(
+        n("p1"),
+        acceptors(),
+        vec![n("p1"), n("p2")],
+        vec![n("l1")],
+        cfg(),
+        7,
+    )
 }
 
 /// Ticks until the proposer sends its Prepare; returns the ballot.
@@ -301,6 +308,7 @@ fn timeouts_differ_between_seeds() {
             n("p1"),
             acceptors(),
             vec![n("p1")],
+            vec![],
             ProposerConfig::default(),
             seed,
         );
@@ -309,4 +317,54 @@ fn timeouts_differ_between_seeds() {
     let ticks: BTreeSet<u64> = (0..8).map(first_election).collect();
     assert!(ticks.len() > 1, "randomized election timeouts");
     assert!(ticks.iter().all(|t| (30..60).contains(t)));
+}
+
+#[test]
+fn retried_commands_already_held_are_not_proposed_twice() {
+    let mut p = proposer();
+    elect(&mut p, vec![vec![], vec![]]);
+    for s in 1..=3 {
+        p.handle(
+            n("r1"),
+            ProposerMsg::Propose {
+                commands: vec![cmd(s)],
+            },
+        );
+    }
+    // Replica retries: all three again, plus one new.
+    p.handle(
+        n("r1"),
+        ProposerMsg::Propose {
+            commands: vec![cmd(1), cmd(2), cmd(3), cmd(4)],
+        },
+    );
+    assert_eq!((p.inflight(), p.queued()), (2, 2), "only 3 and 4 wait");
+    let ballot = p.ballot().clone();
+    for a in ["a1", "a2"] {
+        p.handle(
+            n(a),
+            ProposerMsg::Accepted {
+                ballot: ballot.clone(),
+                slot: 0,
+            },
+        );
+    }
+    // Once chosen, a retry may be proposed again (the replica dedupes).
+    p.handle(
+        n("r1"),
+        ProposerMsg::Propose {
+            commands: vec![cmd(1)],
+        },
+    );
+    assert_eq!(p.queued(), 1);
+}
+
+#[test]
+fn heartbeats_tell_learners_the_commit_point() {
+    let mut p = proposer();
+    let out = elect(&mut p, vec![vec![], vec![]]);
+    assert!(out.send.contains(&(
+        n("l1"),
+        Message::Learner(LearnerMsg::Progress { first_unchosen: 0 })
+    )));
 }

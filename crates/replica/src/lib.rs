@@ -168,6 +168,7 @@ impl<S: StateMachine> Replica<S> {
     pub fn handle(&mut self, from: NodeId, msg: ReplicaMsg) -> Output {
         let mut out = Output::default();
         let mut ask_more = false;
+        let before = self.slot_out;
         match msg {
             ReplicaMsg::Decide {
                 slot,
@@ -186,7 +187,10 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         self.apply_ready(&mut out);
-        if ask_more {
+        // Asking again is only worth it if this batch moved us forward;
+        // otherwise the learner has a hole where we do, and asking again at
+        // once would loop (its own repair fills the hole).
+        if ask_more && self.slot_out > before {
             self.catch_up_from(from, &mut out);
         }
         if self.decisions.is_empty() {

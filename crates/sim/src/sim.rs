@@ -434,6 +434,10 @@ impl Sim {
                 let out = p.tick();
                 self.proposer_effects(i, out.send)?;
             }
+            if let Some(l) = self.nodes[i].learner.as_mut() {
+                let out = l.tick();
+                self.learner_effects(i, out)?;
+            }
             if let Some(r) = self.nodes[i].replica.as_mut() {
                 let out = r.tick();
                 self.replica_effects(i, out)?;
@@ -626,6 +630,7 @@ impl Sim {
                 node.id.clone(),
                 self.acceptors.clone(),
                 self.proposers.clone(),
+                self.learners.clone(),
                 self.pcfg.clone(),
                 seed,
             ));

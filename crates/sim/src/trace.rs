@@ -67,6 +67,23 @@ pub fn message(m: &Message) -> String {
         Message::Learner(LearnerMsg::CatchUp { from_slot }) => {
             format!("CatchUp from_slot={from_slot}")
         }
+        Message::Learner(LearnerMsg::Progress { first_unchosen }) => {
+            format!("Progress first_unchosen={first_unchosen}")
+        }
+        Message::Acceptor(AcceptorMsg::Fetch { from_slot, to_slot }) => {
+            format!("Fetch slots {from_slot}..{to_slot}")
+        }
+        Message::Learner(LearnerMsg::Fetched {
+            from_slot,
+            to_slot,
+            entries,
+        }) => {
+            let parts: Vec<String> = entries
+                .iter()
+                .map(|e| format!("{}@{:?}={}", e.slot, e.ballot, value(&e.value)))
+                .collect();
+            format!("Fetched {from_slot}..{to_slot} [{}]", parts.join(", "))
+        }
         Message::Replica(ReplicaMsg::Decide {
             slot,
             ballot,
@@ -98,6 +115,9 @@ pub fn kind(m: &Message) -> &'static str {
         Message::Proposer(ProposerMsg::Chosen { .. }) => "Chosen",
         Message::Learner(LearnerMsg::Accepted { .. }) => "Accepted→learner",
         Message::Learner(LearnerMsg::CatchUp { .. }) => "CatchUp",
+        Message::Learner(LearnerMsg::Progress { .. }) => "Progress",
+        Message::Acceptor(AcceptorMsg::Fetch { .. }) => "Fetch",
+        Message::Learner(LearnerMsg::Fetched { .. }) => "Fetched",
         Message::Replica(ReplicaMsg::Decide { .. }) => "Decide",
         Message::Replica(ReplicaMsg::Decisions { .. }) => "Decisions",
     }

@@ -1,10 +1,10 @@
 //! Seed sweeps: the simulator's invariants hold, its checker bites, and a
 //! seed replays identically.
 //!
-//! Known protocol bugs the simulator found are pinned as `#[ignore]`d
-//! regression tests at the bottom; run them with
-//! `cargo test -p synod-sim -- --ignored` and drop the `#[ignore]` once
-//! the role crates are fixed.
+//! The protocol bugs the simulator found (ballot reuse after a proposer
+//! restart, lost p2b copies never re-learned, a catch-up loop without
+//! progress, no source of old decisions after rolling restarts) are pinned
+//! as regression tests at the bottom, with the seeds that exposed them.
 
 use std::ops::Range;
 use synod_sim::{replay_command, run_seed, Bug, CrashPolicy, RunReport, Shape, SimOptions};
@@ -149,7 +149,6 @@ fn must_pass(seed: u64, opts: SimOptions) {
 /// ballot of its previous incarnation, proposing a second value for a slot
 /// in the same ballot; the learner merges the two values' votes.
 #[test]
-#[ignore = "known bug: proposer reuses a ballot after restart (safety)"]
 fn known_bug_restarted_proposer_reuses_its_ballot() {
     must_pass(
         1541,
@@ -164,7 +163,6 @@ fn known_bug_restarted_proposer_reuses_its_ballot() {
 /// counted a quorum of acks and stopped retransmitting) but no live learner
 /// knows it: a replica that lacks it stalls there forever.
 #[test]
-#[ignore = "known bug: learners cannot recover a missed p2b (liveness)"]
 fn known_bug_learner_gap_stalls_a_replica() {
     must_pass(228, SimOptions::default());
 }
@@ -173,7 +171,6 @@ fn known_bug_learner_gap_stalls_a_replica() {
 /// true }` that brings no progress makes the replica ask again at once, and
 /// the gap timer starts a new such loop every two ticks: a message storm.
 #[test]
-#[ignore = "known bug: catch-up loop without progress floods the network"]
 fn known_bug_catch_up_storm() {
     must_pass(6, SimOptions::default());
 }
@@ -181,7 +178,6 @@ fn known_bug_catch_up_storm() {
 /// After every learner has restarted once, a restarted replica can fetch
 /// the early slots from nobody.
 #[test]
-#[ignore = "known bug: no source of old decisions after a rolling restart (liveness)"]
 fn known_bug_rolling_restart_strands_a_replica() {
     must_pass(
         13,

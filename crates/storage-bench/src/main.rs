@@ -34,7 +34,7 @@ use synod_types::{Ballot, ClientId, Command, NodeId, SplitMix64, Value};
 #[command(about = "Durable-write benchmark: FileStorage vs redb vs fjall")]
 struct Args {
     /// Records written per engine and batch size.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 20_000)]
     records: u64,
     /// Records per durable sync (group-commit size); comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16, 64])]

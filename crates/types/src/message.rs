@@ -76,6 +76,9 @@ pub enum AcceptorMsg {
         slot: Slot,
         value: Value,
     },
+    /// A learner lost track of slots `[from_slot, to_slot)`: "tell me what
+    /// you hold there now" (answered with `LearnerMsg::Fetched`).
+    Fetch { from_slot: Slot, to_slot: Slot },
 }
 
 /// One slot an acceptor reports in its promise: what it accepted, in which ballot.
@@ -121,6 +124,17 @@ pub enum LearnerMsg {
     },
     /// A replica asks for the decisions it lacks from `from_slot` on.
     CatchUp { from_slot: Slot },
+    /// From the leader with each heartbeat: every slot below
+    /// `first_unchosen` is chosen, so a learner that has not learned them
+    /// all lost some p2b copies and should fetch them from the acceptors.
+    Progress { first_unchosen: Slot },
+    /// An acceptor's answer to `Fetch`: everything it holds in the range,
+    /// as of when it answered (slots it has nothing for are simply absent).
+    Fetched {
+        from_slot: Slot,
+        to_slot: Slot,
+        entries: Vec<PromiseEntry>,
+    },
 }
 
 /// Messages a replica receives.
