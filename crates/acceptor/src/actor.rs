@@ -13,20 +13,38 @@
 use crate::{Acceptor, Output};
 use actix::prelude::*;
 use std::collections::VecDeque;
-use std::sync::mpsc;
-use synod_storage::{AcceptorStorage, Record};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use synod_storage::{AcceptorState, AcceptorStorage, Record};
 use synod_transport::{Deliver, Outbound, Router};
 use synod_types::{AcceptorMsg, Message as Msg, NodeId};
 
 /// Process exit code when storage fails under a running acceptor.
 pub const EXIT_STORAGE_FAILURE: i32 = 70;
 
+/// Counters for operators and benchmarks (fsyncs per acknowledged write).
+#[derive(Default, Debug)]
+pub struct AcceptorStats {
+    pub syncs: AtomicU64,
+    pub records: AtomicU64,
+    pub rewrites: AtomicU64,
+    pub storage_bytes: AtomicU64,
+}
+
+enum Job {
+    /// Records of batch number `n`.
+    Append(u64, Vec<Record>),
+    /// Replace storage with this state (which includes every earlier batch).
+    Rewrite(u64, Box<AcceptorState>),
+}
+
 pub struct AcceptorActor {
     me: NodeId,
     logic: Acceptor,
     router: Addr<Router>,
     storage: Option<Box<dyn AcceptorStorage>>,
-    writer: Option<mpsc::Sender<(u64, Vec<Record>)>>,
+    stats: Arc<AcceptorStats>,
+    writer: Option<mpsc::Sender<Job>>,
     /// Number of the last record batch handed to the writer.
     appended: u64,
     /// Every batch up to this number is durable.
@@ -55,6 +73,7 @@ impl AcceptorActor {
             logic,
             router,
             storage: Some(storage),
+            stats: Arc::default(),
             writer: None,
             appended: 0,
             durable: 0,
@@ -62,12 +81,23 @@ impl AcceptorActor {
         }
     }
 
+    pub fn stats(&self) -> Arc<AcceptorStats> {
+        self.stats.clone()
+    }
+
     fn execute(&mut self, out: Output) {
+        // A send error below means the writer died; it reported why.
         if !out.persist.is_empty() {
             self.appended += 1;
             if let Some(w) = &self.writer {
-                // A send error means the writer died; it reported why.
-                let _ = w.send((self.appended, out.persist));
+                let _ = w.send(Job::Append(self.appended, out.persist));
+            }
+        }
+        if out.rewrite {
+            self.appended += 1;
+            if let Some(w) = &self.writer {
+                let state = Box::new(self.logic.state().clone());
+                let _ = w.send(Job::Rewrite(self.appended, state));
             }
         }
         for (to, msg) in out.send {
@@ -82,22 +112,52 @@ impl AcceptorActor {
 
 fn writer_loop(
     mut storage: Box<dyn AcceptorStorage>,
-    rx: mpsc::Receiver<(u64, Vec<Record>)>,
+    rx: mpsc::Receiver<Job>,
     actor: Addr<AcceptorActor>,
+    stats: Arc<AcceptorStats>,
 ) {
-    while let Ok((mut last, records)) = rx.recv() {
-        let mut result = storage.append(&records);
-        // Everything that queued up while we were busy rides on this sync.
-        while let (Ok(()), Ok((n, more))) = (&result, rx.try_recv()) {
-            last = n;
-            result = storage.append(&more);
-        }
-        match result.and_then(|()| storage.sync()) {
-            Ok(()) => actor.do_send(Durable(last)),
-            Err(e) => {
-                actor.do_send(StorageFailed(e.to_string()));
-                return;
+    let fail = |e: synod_storage::StorageError| actor.do_send(StorageFailed(e.to_string()));
+    let mut next = rx.recv().ok();
+    while let Some(job) = next.take() {
+        match job {
+            Job::Append(mut last, records) => {
+                let mut count = records.len() as u64;
+                let mut result = storage.append(&records);
+                // Everything that queued up while we were busy rides on this
+                // sync, up to a rewrite, which must see the appends first.
+                while result.is_ok() {
+                    match rx.try_recv() {
+                        Ok(Job::Append(n, more)) => {
+                            last = n;
+                            count += more.len() as u64;
+                            result = storage.append(&more);
+                        }
+                        Ok(rewrite) => {
+                            next = Some(rewrite);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = result.and_then(|()| storage.sync()) {
+                    return fail(e);
+                }
+                stats.syncs.fetch_add(1, Ordering::Relaxed);
+                stats.records.fetch_add(count, Ordering::Relaxed);
+                stats.storage_bytes.store(storage.size(), Ordering::Relaxed);
+                actor.do_send(Durable(last));
             }
+            Job::Rewrite(n, state) => {
+                if let Err(e) = storage.rewrite(&state) {
+                    return fail(e);
+                }
+                stats.rewrites.fetch_add(1, Ordering::Relaxed);
+                stats.storage_bytes.store(storage.size(), Ordering::Relaxed);
+                actor.do_send(Durable(n));
+            }
+        }
+        if next.is_none() {
+            next = rx.recv().ok();
         }
     }
 }
@@ -108,9 +168,11 @@ impl Actor for AcceptorActor {
         let (tx, rx) = mpsc::channel();
         if let Some(storage) = self.storage.take() {
             let addr = ctx.address();
+            let stats = self.stats.clone();
+            stats.storage_bytes.store(storage.size(), Ordering::Relaxed);
             let spawned = std::thread::Builder::new()
                 .name(format!("{}-acceptor-wal", self.me))
-                .spawn(move || writer_loop(storage, rx, addr));
+                .spawn(move || writer_loop(storage, rx, addr, stats));
             if let Err(e) = spawned {
                 ctx.notify(StorageFailed(format!("cannot start writer thread: {e}")));
             }

@@ -17,7 +17,17 @@
 //! - accepts a value in reply to `Accept` (p2a) only if it has not promised a
 //!   higher ballot, and tells the proposer and every learner (p2b);
 //! - answers a refused ballot with `Preempted`, naming the ballot it promised,
-//!   so the proposer can step down instead of retrying blindly.
+//!   so the proposer can step down instead of retrying blindly;
+//! - forgets every slot below the leader's `Compact` mark. The leader sends
+//!   one only when a majority of replicas hold durable snapshots covering
+//!   those slots: they are chosen, applied, and recoverable without us. The
+//!   mark is durable and reported in every promise, so a new leader never
+//!   re-proposes (no-ops!) into slots whose chosen value we dropped; late
+//!   p2a for such slots are ignored.
+//!
+//! Because a compacted log keeps growing on disk with dead records, the
+//! logic asks its shell to rewrite storage (`Output::rewrite`) once the
+//! records written since the last rewrite outnumber the live ones.
 
 #[cfg(feature = "actor")]
 pub mod actor;
@@ -28,25 +38,39 @@ use synod_types::{
 };
 
 /// Effects of handling one message. `persist` must be durable before any of
-/// `send` leaves the node.
+/// `send` leaves the node. `rewrite`: replace storage with
+/// [`Acceptor::state`] (after `persist`), to drop dead records.
 #[derive(Debug, Default, PartialEq)]
 pub struct Output {
     pub persist: Vec<Record>,
     pub send: Vec<(NodeId, Message)>,
+    pub rewrite: bool,
 }
 
 pub struct Acceptor {
     learners: Vec<NodeId>,
     state: AcceptorState,
+    /// Records written since storage last held only live state.
+    written: u64,
 }
+
+/// Rewrite once this many more records were written than are live.
+const REWRITE_SLACK: u64 = 4096;
 
 impl Acceptor {
     /// `recovered` is what storage replayed; a fresh acceptor passes the default.
     pub fn new(learners: Vec<NodeId>, recovered: AcceptorState) -> Self {
+        let written = recovered.accepted.len() as u64;
         Acceptor {
             learners,
             state: recovered,
+            written,
         }
+    }
+
+    /// The whole durable state, for storage rewrites.
+    pub fn state(&self) -> &AcceptorState {
+        &self.state
     }
 
     pub fn promised(&self) -> &Ballot {
@@ -58,7 +82,7 @@ impl Acceptor {
     }
 
     pub fn handle(&mut self, from: NodeId, msg: AcceptorMsg) -> Output {
-        match msg {
+        let mut out = match msg {
             AcceptorMsg::Prepare { ballot, from_slot } => {
                 self.handle_prepare(from, ballot, from_slot)
             }
@@ -70,7 +94,23 @@ impl Acceptor {
             AcceptorMsg::Fetch { from_slot, to_slot } => {
                 self.handle_fetch(from, from_slot, to_slot)
             }
+            AcceptorMsg::Compact { below } => self.handle_compact(below),
+        };
+        self.written += out.persist.len() as u64;
+        if self.written > 2 * self.state.accepted.len() as u64 + REWRITE_SLACK {
+            self.written = self.state.accepted.len() as u64 + 2;
+            out.rewrite = true;
         }
+        out
+    }
+
+    fn handle_compact(&mut self, below: Slot) -> Output {
+        let mut out = Output::default();
+        if below > self.state.compacted_below {
+            self.state.compact(below);
+            out.persist.push(Record::Compacted { below });
+        }
+        out
     }
 
     fn handle_fetch(&mut self, from: NodeId, from_slot: Slot, to_slot: Slot) -> Output {
@@ -86,12 +126,14 @@ impl Acceptor {
             .collect();
         Output {
             persist: Vec::new(),
+            rewrite: false,
             send: vec![(
                 from,
                 Message::Learner(LearnerMsg::Fetched {
                     from_slot,
                     to_slot,
                     entries,
+                    compacted_below: self.state.compacted_below,
                 }),
             )],
         }
@@ -117,7 +159,11 @@ impl Acceptor {
             .collect();
         out.send.push((
             from,
-            Message::Proposer(ProposerMsg::Promise { ballot, accepted }),
+            Message::Proposer(ProposerMsg::Promise {
+                ballot,
+                accepted,
+                compacted_below: self.state.compacted_below,
+            }),
         ));
         out
     }
@@ -126,6 +172,10 @@ impl Acceptor {
         let mut out = Output::default();
         if ballot < self.state.promised {
             out.send.push((from, self.preempted(ballot)));
+            return out;
+        }
+        if slot < self.state.compacted_below {
+            // Chosen long ago and forgotten on purpose: nothing to say.
             return out;
         }
         // A retransmitted p2a we already hold needs no second disk write,
@@ -221,9 +271,60 @@ mod tests {
                         ballot: b(1, "p1"),
                         value: v(7)
                     }],
+                    compacted_below: 0,
                 })
             )]
         );
+    }
+
+    #[test]
+    fn compaction_forgets_below_the_mark_and_promises_report_it() {
+        let mut a = acc();
+        for slot in 0..5 {
+            accept(&mut a, b(1, "p1"), slot, v(slot as u8));
+        }
+        let out = a.handle(NodeId::new("p1"), AcceptorMsg::Compact { below: 3 });
+        assert_eq!(out.persist, vec![Record::Compacted { below: 3 }]);
+        assert!(out.send.is_empty());
+        assert!(a.accepted(2).is_none() && a.accepted(3).is_some());
+        // Never backwards.
+        assert!(a
+            .handle(NodeId::new("p1"), AcceptorMsg::Compact { below: 1 })
+            .persist
+            .is_empty());
+        // A late p2a below the mark is ignored, not re-accepted.
+        let late = accept(&mut a, b(1, "p1"), 1, v(1));
+        assert_eq!(late, Output::default());
+        match &prepare(&mut a, b(2, "p2"), 0).send[0].1 {
+            Message::Proposer(ProposerMsg::Promise {
+                accepted,
+                compacted_below,
+                ..
+            }) => {
+                assert_eq!(*compacted_below, 3);
+                assert_eq!(
+                    accepted.iter().map(|e| e.slot).collect::<Vec<_>>(),
+                    vec![3, 4]
+                );
+            }
+            m => panic!("unexpected {m:?}"),
+        }
+    }
+
+    #[test]
+    fn storage_rewrite_is_requested_once_dead_records_pile_up() {
+        let mut a = acc();
+        let mut rewrites = 0;
+        for slot in 0..20_000u64 {
+            rewrites += accept(&mut a, b(1, "p1"), slot, Value::Noop).rewrite as u32;
+            if slot % 100 == 99 {
+                rewrites += a
+                    .handle(NodeId::new("p1"), AcceptorMsg::Compact { below: slot - 50 })
+                    .rewrite as u32;
+            }
+        }
+        assert!(a.state().accepted.len() <= 150);
+        assert!((2..=6).contains(&rewrites), "{rewrites} rewrites");
     }
 
     #[test]
@@ -306,7 +407,8 @@ mod tests {
                         slot: 4,
                         ballot: b(1, "p1"),
                         value: v(4)
-                    }]
+                    }],
+                    compacted_below: 0,
                 })
             )]
         );

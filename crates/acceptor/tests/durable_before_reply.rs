@@ -29,6 +29,12 @@ impl AcceptorStorage for Gated {
         *self.syncs.lock().unwrap() += 1;
         Ok(())
     }
+    fn rewrite(&mut self, _: &AcceptorState) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        0
+    }
 }
 
 struct Proposer(Arc<Mutex<Vec<ProposerMsg>>>);

@@ -183,8 +183,22 @@ mod tests {
                         ballot,
                         value,
                     }],
+                    compacted_below: slot / 2,
                 })
             }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 0..64)
+            )
+                .prop_map(|(slot, offset, data)| {
+                    Message::Replica(ReplicaMsg::SnapshotChunk {
+                        slot,
+                        offset,
+                        total: offset + data.len() as u64,
+                        data: data.into(),
+                    })
+                }),
             (ballot.clone(), any::<u64>(), value()).prop_map(|(ballot, slot, value)| {
                 Message::Replica(ReplicaMsg::Decide {
                     slot,

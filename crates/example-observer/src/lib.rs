@@ -39,6 +39,16 @@ impl StateMachine for Counter {
     fn digest(&self) -> u64 {
         self.total as u64
     }
+    fn snapshot(&self) -> Vec<u8> {
+        self.total.to_le_bytes().to_vec()
+    }
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let b: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| "counter snapshot must be 8 bytes")?;
+        self.total = i64::from_le_bytes(b);
+        Ok(())
+    }
 }
 
 /// Observer: records `(slot, number of commands)` for every decided slot.

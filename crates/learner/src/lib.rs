@@ -33,7 +33,7 @@ pub mod actor;
 use std::collections::{BTreeMap, BTreeSet};
 use synod_types::{
     majority, AcceptorMsg, Ballot, LearnerMsg, Message, NodeId, PromiseEntry, ProposerMsg,
-    ReplicaMsg, Slot, Value,
+    ReplicaMsg, Slot, Topology, Value,
 };
 
 #[derive(Debug, Default, PartialEq)]
@@ -43,11 +43,15 @@ pub struct Output {
     pub decided: Vec<(Slot, Value)>,
 }
 
+/// What one acceptor holds in a fetched range, slot by slot.
+type Holdings = BTreeMap<Slot, (Ballot, Value)>;
+
 /// One round of asking the acceptors for a slot range.
 struct Repair {
     from_slot: Slot,
     to_slot: Slot,
-    answers: BTreeMap<NodeId, BTreeMap<Slot, (Ballot, Value)>>,
+    /// Per acceptor: its compaction mark and what it holds in the range.
+    answers: BTreeMap<NodeId, (Slot, Holdings)>,
 }
 
 pub struct Learner {
@@ -68,6 +72,8 @@ pub struct Learner {
     committed: Slot,
     /// The fetch round in progress: its range and who answered what.
     repair: Option<Repair>,
+    /// Slots below this were dropped on the leader's `Compact`.
+    compacted_below: Slot,
     /// `(first_unlearned, since)`: how long the prefix has not moved.
     stalled: Option<(Slot, u64)>,
     repair_ticks: u64,
@@ -76,11 +82,11 @@ pub struct Learner {
 }
 
 impl Learner {
-    pub fn new(acceptors: Vec<NodeId>, replicas: Vec<NodeId>, proposers: Vec<NodeId>) -> Self {
+    pub fn new(topology: &Topology) -> Self {
         Learner {
-            acceptors,
-            replicas,
-            proposers,
+            acceptors: topology.acceptors.clone(),
+            replicas: topology.replicas.clone(),
+            proposers: topology.proposers.clone(),
             votes: BTreeMap::new(),
             chosen: BTreeMap::new(),
             max_catch_up: 256,
@@ -89,6 +95,7 @@ impl Learner {
             known_end: 0,
             committed: 0,
             repair: None,
+            compacted_below: 0,
             stalled: None,
             repair_ticks: 10,
             fetch_window: 256,
@@ -155,7 +162,12 @@ impl Learner {
                 from_slot,
                 to_slot,
                 entries,
-            } => self.handle_fetched(from, from_slot, to_slot, entries),
+                compacted_below,
+            } => self.handle_fetched(from, (from_slot, to_slot), entries, compacted_below),
+            LearnerMsg::Compact { below } => {
+                self.handle_compact(below);
+                Output::default()
+            }
         }
     }
 
@@ -206,14 +218,17 @@ impl Learner {
     fn handle_fetched(
         &mut self,
         from: NodeId,
-        from_slot: Slot,
-        to_slot: Slot,
+        range: (Slot, Slot),
         entries: Vec<PromiseEntry>,
+        compacted_below: Slot,
     ) -> Output {
         let mut out = Output::default();
         if !self.acceptors.contains(&from) {
             return out;
         }
+        // An acceptor only compacts on the leader's word, so its mark is
+        // as good as a `Compact` from the leader.
+        self.handle_compact(compacted_below);
         for e in &entries {
             self.count_vote(
                 from.clone(),
@@ -226,37 +241,61 @@ impl Learner {
         let Some(r) = self
             .repair
             .as_mut()
-            .filter(|r| (r.from_slot, r.to_slot) == (from_slot, to_slot))
+            .filter(|r| (r.from_slot, r.to_slot) == range)
         else {
             return out;
         };
-        r.answers.insert(
-            from,
-            entries
-                .into_iter()
-                .map(|e| (e.slot, (e.ballot, e.value)))
-                .collect(),
-        );
+        let held = entries
+            .into_iter()
+            .map(|e| (e.slot, (e.ballot, e.value)))
+            .collect();
+        r.answers.insert(from, (compacted_below, held));
         if r.answers.len() < majority(self.acceptors.len()) {
             return out;
         }
         let Some(r) = self.repair.take() else {
             return out;
         };
+        let quorum = majority(self.acceptors.len());
         for slot in r.from_slot..r.to_slot.min(self.committed) {
-            if self.chosen.contains_key(&slot) {
+            if slot < self.first_unlearned || self.chosen.contains_key(&slot) {
                 continue;
             }
-            let highest = r
-                .answers
-                .values()
-                .filter_map(|m| m.get(&slot))
+            // Only acceptors that still remember `slot` speak for it: one
+            // that compacted it says nothing about what was chosen there.
+            let witnesses: Vec<_> = r.answers.values().filter(|(c, _)| *c <= slot).collect();
+            if witnesses.len() < quorum {
+                continue;
+            }
+            let highest = witnesses
+                .iter()
+                .filter_map(|(_, m)| m.get(&slot))
                 .max_by(|a, b| a.0.cmp(&b.0));
             if let Some((ballot, value)) = highest.cloned() {
                 self.choose(slot, ballot, value, &mut out);
             }
         }
         out
+    }
+
+    /// Drops decisions and votes below `below`: a majority of replicas
+    /// hold them in snapshots, and a replica that needs them gets one.
+    fn handle_compact(&mut self, below: Slot) {
+        if below <= self.compacted_below {
+            return;
+        }
+        self.compacted_below = below;
+        self.chosen = self.chosen.split_off(&below);
+        self.votes = self.votes.split_off(&below);
+        self.first_unlearned = self.first_unlearned.max(below);
+        while self.chosen.contains_key(&self.first_unlearned) {
+            self.first_unlearned += 1;
+        }
+        self.committed = self.committed.max(below);
+        self.known_end = self.known_end.max(below);
+        if self.repair.as_ref().is_some_and(|r| r.from_slot < below) {
+            self.repair = None;
+        }
     }
 
     fn choose(&mut self, slot: Slot, ballot: Ballot, value: Value, out: &mut Output) {
@@ -287,6 +326,13 @@ impl Learner {
     /// would be sent again on every retry, so they are not sent; the hole
     /// itself is what `tick` repairs.
     fn handle_catch_up(&mut self, from: NodeId, from_slot: Slot) -> Output {
+        if from_slot < self.compacted_below {
+            let below = self.compacted_below;
+            return Output {
+                send: vec![(from, Message::Replica(ReplicaMsg::Compacted { below }))],
+                decided: Vec::new(),
+            };
+        }
         let entries: Vec<_> = (from_slot..)
             .map_while(|slot| {
                 self.chosen
@@ -319,11 +365,12 @@ mod tests {
         Ballot::new(r, n("p1"))
     }
     fn learner() -> Learner {
-        Learner::new(
-            vec![n("a1"), n("a2"), n("a3")],
-            vec![n("r1")],
-            vec![n("p1")],
-        )
+        Learner::new(&Topology {
+            acceptors: vec![n("a1"), n("a2"), n("a3")],
+            replicas: vec![n("r1")],
+            proposers: vec![n("p1")],
+            learners: vec![],
+        })
     }
     fn accepted(l: &mut Learner, from: &str, ballot: Ballot, slot: Slot, value: Value) -> Output {
         l.handle(
@@ -463,6 +510,7 @@ mod tests {
                 from_slot: range.0,
                 to_slot: range.1,
                 entries,
+                compacted_below: 0,
             },
         )
     }
@@ -516,6 +564,39 @@ mod tests {
     }
 
     #[test]
+    fn an_acceptor_that_compacted_a_slot_is_no_witness_for_it() {
+        // Found by the simulator: slot 0 was chosen as 9 in ballot 3; two
+        // acceptors compacted it away, the third still holds an older 7.
+        let mut l = learner();
+        l.handle(n("p1"), LearnerMsg::Progress { first_unchosen: 2 });
+        let asked: Vec<_> = (0..11).flat_map(|_| fetches(&l.tick())).collect();
+        let range = (asked[0].1, asked[0].2);
+        assert_eq!(range, (0, 2));
+        let answer = |l: &mut Learner, from: &str, entries: Vec<PromiseEntry>, compacted_below| {
+            l.handle(
+                n(from),
+                LearnerMsg::Fetched {
+                    from_slot: 0,
+                    to_slot: 2,
+                    entries,
+                    compacted_below,
+                },
+            )
+        };
+        let stale = PromiseEntry {
+            slot: 0,
+            ballot: b(1),
+            value: set(7),
+        };
+        assert!(answer(&mut l, "a1", vec![stale], 0).decided.is_empty());
+        let out = answer(&mut l, "a2", vec![], 1);
+        assert!(out.decided.is_empty(), "{:?}", out.decided);
+        // The compaction mark moved the learner past slot 0 instead.
+        assert_eq!(l.first_unlearned(), 1);
+        assert!(l.chosen(0).is_none());
+    }
+
+    #[test]
     fn mixed_ballots_never_decide_a_slot_not_known_chosen() {
         // Same answers, but nobody said slot 0 is chosen: v in ballots 1 and 3
         // is not a decision (a ballot-2 value elsewhere could still win).
@@ -531,6 +612,33 @@ mod tests {
             .decided
             .is_empty());
         assert_eq!(l.first_unlearned(), 0);
+    }
+
+    #[test]
+    fn compaction_drops_old_decisions_and_redirects_catch_up() {
+        let mut l = learner();
+        for slot in 0..6 {
+            accepted(&mut l, "a1", b(1), slot, Value::Noop);
+            accepted(&mut l, "a2", b(1), slot, Value::Noop);
+        }
+        l.handle(n("p1"), LearnerMsg::Compact { below: 4 });
+        assert!(l.chosen(3).is_none() && l.chosen(4).is_some());
+        let out = l.handle(n("r1"), LearnerMsg::CatchUp { from_slot: 2 });
+        assert_eq!(
+            out.send,
+            vec![(
+                n("r1"),
+                Message::Replica(ReplicaMsg::Compacted { below: 4 })
+            )]
+        );
+        let out = l.handle(n("r1"), LearnerMsg::CatchUp { from_slot: 4 });
+        assert!(
+            matches!(&out.send[0].1, Message::Replica(ReplicaMsg::Decisions { entries, .. }) if entries.len() == 2)
+        );
+        // A restarted learner told to compact past what it knows starts there.
+        let mut fresh = learner();
+        fresh.handle(n("p1"), LearnerMsg::Compact { below: 100 });
+        assert_eq!(fresh.first_unlearned(), 100);
     }
 
     #[test]

@@ -81,6 +81,12 @@ pub struct Limits {
     pub max_queue: usize,
     pub max_frame_bytes: usize,
     pub peer_queue: usize,
+    /// A replica snapshots after this many applied slots...
+    pub snapshot_every: u64,
+    /// ...or this many bytes of applied commands.
+    pub snapshot_bytes: u64,
+    /// Snapshot transfer chunk, per message.
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl Default for Limits {
@@ -92,6 +98,9 @@ impl Default for Limits {
             max_queue: 100_000,
             max_frame_bytes: synod_codec::DEFAULT_MAX_FRAME,
             peer_queue: 65_536,
+            snapshot_every: 10_000,
+            snapshot_bytes: 64 << 20,
+            snapshot_chunk_bytes: 1 << 20,
         }
     }
 }
@@ -192,10 +201,13 @@ impl ClusterConfig {
             }
         }
         let t = &self.timing;
-        if t.tick_ms == 0 || t.heartbeat_ticks == 0 || t.retransmit_ticks == 0 {
-            return Err(
-                "timing.tick_ms, heartbeat_ticks and retransmit_ticks must be positive".into(),
-            );
+        if t.tick_ms == 0
+            || t.heartbeat_ticks == 0
+            || t.retransmit_ticks == 0
+            || t.replica_retry_ticks == 0
+            || t.catch_up_ticks == 0
+        {
+            return Err("timing: every tick count and tick_ms must be positive".into());
         }
         if t.election_timeout_ticks <= 2 * t.heartbeat_ticks {
             return Err(format!(
@@ -210,6 +222,14 @@ impl ClusterConfig {
         if l.max_frame_bytes < 1024 {
             return Err("limits.max_frame_bytes must be at least 1024".into());
         }
+        if l.snapshot_every == 0 || l.snapshot_bytes == 0 {
+            return Err("limits.snapshot_every and snapshot_bytes must be positive".into());
+        }
+        if l.snapshot_chunk_bytes == 0 || l.snapshot_chunk_bytes + 4096 > l.max_frame_bytes {
+            return Err(
+                "limits.snapshot_chunk_bytes must be positive and fit in max_frame_bytes".into(),
+            );
+        }
         Ok(())
     }
 
@@ -221,6 +241,15 @@ impl ClusterConfig {
                 known.join(", ")
             )
         })
+    }
+
+    pub fn topology(&self) -> synod_types::Topology {
+        synod_types::Topology {
+            proposers: self.with_role(Role::Proposer),
+            acceptors: self.with_role(Role::Acceptor),
+            learners: self.with_role(Role::Learner),
+            replicas: self.with_role(Role::Replica),
+        }
     }
 
     /// Ids of the nodes that run `role`, in config order.

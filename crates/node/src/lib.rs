@@ -20,8 +20,8 @@ use synod_learner::Learner;
 use synod_proposer::actor::ProposerActor;
 use synod_proposer::{Proposer, ProposerConfig};
 use synod_replica::actor::{ReplicaActor, ReplicaHandle};
-use synod_replica::ReplicaConfig;
-use synod_storage::{AcceptorStorage, FileStorage};
+use synod_replica::{Replica, ReplicaConfig};
+use synod_storage::{AcceptorStorage, FileStorage, SnapshotStore};
 use synod_transport::{LocalRoles, Register, Router, TransportConfig};
 use synod_types::{NodeId, Role, StateMachine};
 
@@ -114,10 +114,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             source,
         })?;
 
-        let acceptors = cfg.with_role(Role::Acceptor);
-        let proposers = cfg.with_role(Role::Proposer);
-        let learners = cfg.with_role(Role::Learner);
-        let replicas = cfg.with_role(Role::Replica);
+        let topology = cfg.topology();
 
         let acceptor = if node.has(Role::Acceptor) {
             let dir = cfg.data_dir(&node);
@@ -125,7 +122,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             let recovered = storage.load()?;
             tracing::info!(node = %me, dir = %dir.display(), promised = ?recovered.promised,
                 accepted = recovered.accepted.len(), "acceptor recovered");
-            let logic = Acceptor::new(learners.clone(), recovered);
+            let logic = Acceptor::new(topology.learners.clone(), recovered);
             Some(AcceptorActor::new(me.clone(), logic, Box::new(storage), router.clone()).start())
         } else {
             None
@@ -141,36 +138,38 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
                 max_queue: cfg.limits.max_queue,
             };
             let seed = self.seed.unwrap_or_else(|| clock_seed(&me));
-            let logic = Proposer::new(
-                me.clone(),
-                acceptors.clone(),
-                proposers.clone(),
-                learners.clone(),
-                pc,
-                seed,
-            );
+            let logic = Proposer::new(me.clone(), &topology, pc, seed);
             ProposerActor::new(logic, router.clone(), tick).start()
         });
         let learner = node.has(Role::Learner).then(|| {
-            let logic = Learner::new(acceptors.clone(), replicas.clone(), proposers.clone());
+            let logic = Learner::new(&topology);
             LearnerActor::new(logic, router.clone(), tick).start()
         });
-        let replica_actor = node.has(Role::Replica).then(|| {
+        let replica_actor = if node.has(Role::Replica) {
             let rc = ReplicaConfig {
                 retry_ticks: t.replica_retry_ticks,
                 catch_up_ticks: t.catch_up_ticks,
+                snapshot_every: cfg.limits.snapshot_every,
+                snapshot_bytes: cfg.limits.snapshot_bytes,
+                chunk_bytes: cfg.limits.snapshot_chunk_bytes,
             };
-            ReplicaActor::new(
-                me.clone(),
-                proposers.clone(),
-                learners.clone(),
-                rc,
-                self.state_machine,
-                router.clone(),
-                tick,
-            )
-            .start()
-        });
+            let store = SnapshotStore::open(&cfg.data_dir(&node).join("replica"))?;
+            let logic = match store.load()? {
+                Some((slot, data)) => {
+                    let logic =
+                        Replica::restore(&me, &topology, rc, self.state_machine, data.into())
+                            .map_err(|e| {
+                                NodeError::Other(format!("{}: {e}", store.path().display()))
+                            })?;
+                    tracing::info!(node = %me, slot, "replica restored from snapshot");
+                    logic
+                }
+                None => Replica::new(&me, &topology, rc, self.state_machine),
+            };
+            Some(ReplicaActor::new(me.clone(), logic, Some(store), router.clone(), tick).start())
+        } else {
+            None
+        };
         let replica = replica_actor.as_ref().map(ReplicaActor::handle_of);
 
         router.do_send(Register(LocalRoles {

@@ -32,7 +32,7 @@ pub mod actor;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use synod_types::{
     majority, AcceptorMsg, Ballot, ClientId, Command, LearnerMsg, Message, NodeId, PromiseEntry,
-    ProposerMsg, Slot, SplitMix64, Value,
+    ProposerMsg, Slot, SplitMix64, Topology, Value,
 };
 
 /// Tunables, in ticks of the caller's clock.
@@ -91,6 +91,9 @@ pub struct Proposer {
     peers: Vec<NodeId>,
     /// Told our progress with each heartbeat, so they notice lost votes.
     learners: Vec<NodeId>,
+    replicas: Vec<NodeId>,
+    /// Latest durable snapshot slot each replica reported.
+    snapshots: BTreeMap<NodeId, Slot>,
     cfg: ProposerConfig,
     rng: SplitMix64,
     now: u64,
@@ -108,7 +111,7 @@ pub struct Proposer {
     first_unchosen: Slot,
     chosen_above: BTreeSet<Slot>,
 
-    promises: BTreeMap<NodeId, Vec<PromiseEntry>>,
+    promises: BTreeMap<NodeId, (Vec<PromiseEntry>, Slot)>,
     prepare_sent_at: u64,
     next_slot: Slot,
     inflight: BTreeMap<Slot, InFlight>,
@@ -120,22 +123,21 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// `proposers` lists every proposer of the cluster, `me` included.
-    pub fn new(
-        me: NodeId,
-        acceptors: Vec<NodeId>,
-        proposers: Vec<NodeId>,
-        learners: Vec<NodeId>,
-        cfg: ProposerConfig,
-        seed: u64,
-    ) -> Self {
-        let peers = proposers.into_iter().filter(|p| *p != me).collect();
+    pub fn new(me: NodeId, topology: &Topology, cfg: ProposerConfig, seed: u64) -> Self {
+        let peers = topology
+            .proposers
+            .iter()
+            .filter(|p| **p != me)
+            .cloned()
+            .collect();
         let mut p = Proposer {
             ballot: Ballot::new(0, me.clone()),
             me,
-            acceptors,
+            acceptors: topology.acceptors.clone(),
             peers,
-            learners,
+            learners: topology.learners.clone(),
+            replicas: topology.replicas.clone(),
+            snapshots: BTreeMap::new(),
             cfg,
             rng: SplitMix64::new(seed),
             now: 0,
@@ -182,8 +184,16 @@ impl Proposer {
     pub fn handle(&mut self, from: NodeId, msg: ProposerMsg) -> Output {
         let mut out = Output::default();
         match msg {
-            ProposerMsg::Promise { ballot, accepted } => {
-                self.handle_promise(from, ballot, accepted, &mut out)
+            ProposerMsg::Promise {
+                ballot,
+                accepted,
+                compacted_below,
+            } => self.handle_promise(from, ballot, accepted, compacted_below, &mut out),
+            ProposerMsg::SnapshotTaken { slot } => {
+                if self.replicas.contains(&from) {
+                    let s = self.snapshots.entry(from).or_default();
+                    *s = (*s).max(slot);
+                }
             }
             ProposerMsg::Accepted { ballot, slot } => {
                 self.handle_accepted(from, ballot, slot, &mut out)
@@ -265,6 +275,7 @@ impl Proposer {
         from: NodeId,
         ballot: Ballot,
         accepted: Vec<PromiseEntry>,
+        compacted_below: Slot,
         out: &mut Output,
     ) {
         if self.phase != Phase::Candidate
@@ -273,7 +284,7 @@ impl Proposer {
         {
             return;
         }
-        self.promises.insert(from, accepted);
+        self.promises.insert(from, (accepted, compacted_below));
         if self.promises.len() >= majority(self.acceptors.len()) {
             self.become_leader(out);
         }
@@ -282,8 +293,18 @@ impl Proposer {
     fn become_leader(&mut self, out: &mut Output) {
         // For each slot, the value of the highest ballot any promise reported:
         // if that slot was (or may yet be) chosen, this is its value.
+        let promises = std::mem::take(&mut self.promises);
+        // Slots an acceptor compacted are chosen and applied by a majority of
+        // replicas; re-proposing there (a no-op where its value is gone!)
+        // would be wrong, so phase 2 starts past them.
+        let compacted = promises.values().map(|(_, c)| *c).max().unwrap_or(0);
+        if compacted > self.first_unchosen {
+            self.first_unchosen = compacted;
+            self.chosen_above = self.chosen_above.split_off(&compacted);
+            self.advance_first_unchosen();
+        }
         let mut found: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
-        for entry in std::mem::take(&mut self.promises).into_values().flatten() {
+        for entry in promises.into_values().flat_map(|(entries, _)| entries) {
             if entry.slot < self.first_unchosen {
                 continue;
             }
@@ -366,6 +387,32 @@ impl Proposer {
         for l in &self.learners {
             out.send.push((l.clone(), progress.clone()));
         }
+        let below = self.compact_below();
+        if below > 0 {
+            for a in &self.acceptors {
+                out.send
+                    .push((a.clone(), Message::Acceptor(AcceptorMsg::Compact { below })));
+            }
+            for l in &self.learners {
+                out.send
+                    .push((l.clone(), Message::Learner(LearnerMsg::Compact { below })));
+            }
+        }
+    }
+
+    /// The highest slot below which a majority of replicas hold durable
+    /// snapshots: the log below it is safe to forget everywhere. A replica
+    /// that needs older slots is in the minority and fetches a snapshot from
+    /// one of the majority; with fewer than a majority reporting, nothing
+    /// is forgotten.
+    pub fn compact_below(&self) -> Slot {
+        let mut slots: Vec<Slot> = self.snapshots.values().copied().collect();
+        slots.sort_unstable_by(|a, b| b.cmp(a));
+        slots
+            .get(majority(self.replicas.len()).saturating_sub(1))
+            .copied()
+            .unwrap_or(0)
+            .min(self.first_unchosen)
     }
 
     /// Drops a slot from phase 2; true if it was ours.

@@ -1,5 +1,5 @@
 use super::*;
-use synod_types::ClientId;
+use synod_types::{ClientId, Topology};
 
 fn n(s: &str) -> NodeId {
     NodeId::new(s)
@@ -23,15 +23,16 @@ fn cfg() -> ProposerConfig {
         ..ProposerConfig::default()
     }
 }
+fn topology() -> Topology {
+    Topology {
+        proposers: vec![n("p1"), n("p2")],
+        acceptors: acceptors(),
+        learners: vec![n("l1")],
+        replicas: vec![n("r1"), n("r2"), n("r3")],
+    }
+}
 fn proposer() -> Proposer {
-    Proposer::new(
-        n("p1"),
-        acceptors(),
-        vec![n("p1"), n("p2")],
-        vec![n("l1")],
-        cfg(),
-        7,
-    )
+    Proposer::new(n("p1"), &topology(), cfg(), 7)
 }
 
 /// Ticks until the proposer sends its Prepare; returns the ballot.
@@ -56,6 +57,7 @@ fn elect(p: &mut Proposer, promises: Vec<Vec<PromiseEntry>>) -> Output {
             ProposerMsg::Promise {
                 ballot: ballot.clone(),
                 accepted,
+                compacted_below: 0,
             },
         );
     }
@@ -139,6 +141,7 @@ fn promise_needs_a_majority_of_distinct_acceptors() {
             ProposerMsg::Promise {
                 ballot: ballot.clone(),
                 accepted: vec![],
+                compacted_below: 0,
             },
         );
     }
@@ -147,6 +150,7 @@ fn promise_needs_a_majority_of_distinct_acceptors() {
         ProposerMsg::Promise {
             ballot: ballot.clone(),
             accepted: vec![],
+            compacted_below: 0,
         },
     );
     assert_eq!(p.phase(), &Phase::Candidate);
@@ -155,6 +159,7 @@ fn promise_needs_a_majority_of_distinct_acceptors() {
         ProposerMsg::Promise {
             ballot,
             accepted: vec![],
+            compacted_below: 0,
         },
     );
     assert!(p.is_leader());
@@ -304,14 +309,12 @@ fn leader_retransmits_unacknowledged_accepts() {
 #[test]
 fn timeouts_differ_between_seeds() {
     let first_election = |seed| {
-        let mut p = Proposer::new(
-            n("p1"),
-            acceptors(),
-            vec![n("p1")],
-            vec![],
-            ProposerConfig::default(),
-            seed,
-        );
+        let topo = Topology {
+            proposers: vec![n("p1")],
+            acceptors: acceptors(),
+            ..Topology::default()
+        };
+        let mut p = Proposer::new(n("p1"), &topo, ProposerConfig::default(), seed);
         (1..).find(|_| !p.tick().send.is_empty()).unwrap()
     };
     let ticks: BTreeSet<u64> = (0..8).map(first_election).collect();
@@ -367,4 +370,87 @@ fn heartbeats_tell_learners_the_commit_point() {
         n("l1"),
         Message::Learner(LearnerMsg::Progress { first_unchosen: 0 })
     )));
+}
+
+#[test]
+fn leader_compacts_below_what_a_majority_of_replicas_snapshotted() {
+    let mut p = proposer();
+    elect(&mut p, vec![vec![], vec![]]);
+    let ballot = p.ballot().clone();
+    for slot in 0..100 {
+        p.handle(
+            n("r1"),
+            ProposerMsg::Propose {
+                commands: vec![cmd(slot + 1)],
+            },
+        );
+        for a in ["a1", "a2"] {
+            p.handle(
+                n(a),
+                ProposerMsg::Accepted {
+                    ballot: ballot.clone(),
+                    slot,
+                },
+            );
+        }
+    }
+    p.handle(n("r1"), ProposerMsg::SnapshotTaken { slot: 90 });
+    assert_eq!(
+        p.compact_below(),
+        0,
+        "one replica of three is not a majority"
+    );
+    p.handle(n("r3"), ProposerMsg::SnapshotTaken { slot: 40 });
+    p.handle(n("x9"), ProposerMsg::SnapshotTaken { slot: 99 });
+    assert_eq!(p.compact_below(), 40);
+    let compacts: Vec<_> = (0..cfg().heartbeat_ticks)
+        .flat_map(|_| p.tick().send)
+        .filter(|(_, m)| {
+            matches!(
+                m,
+                Message::Acceptor(AcceptorMsg::Compact { below: 40 })
+                    | Message::Learner(LearnerMsg::Compact { below: 40 })
+            )
+        })
+        .collect();
+    assert_eq!(compacts.len(), 3 + 1, "every acceptor and learner is told");
+}
+
+#[test]
+fn new_leader_starts_past_compacted_slots() {
+    let mut p = proposer();
+    let ballot = run_to_candidate(&mut p);
+    let v = Value::Batch(vec![cmd(1)]);
+    // a1 compacted below 10; a2 still holds an old slot 3 and slot 12.
+    p.handle(
+        n("a1"),
+        ProposerMsg::Promise {
+            ballot: ballot.clone(),
+            accepted: vec![],
+            compacted_below: 10,
+        },
+    );
+    let out = p.handle(
+        n("a2"),
+        ProposerMsg::Promise {
+            ballot,
+            accepted: vec![
+                PromiseEntry {
+                    slot: 3,
+                    ballot: b(1, "p2"),
+                    value: v.clone(),
+                },
+                PromiseEntry {
+                    slot: 12,
+                    ballot: b(1, "p2"),
+                    value: v.clone(),
+                },
+            ],
+            compacted_below: 0,
+        },
+    );
+    let acc = accepts(&out);
+    assert_eq!(acc.keys().copied().collect::<Vec<_>>(), vec![10, 11, 12]);
+    assert_eq!(acc[&12], v);
+    assert_eq!(p.first_unchosen(), 10);
 }

@@ -2,11 +2,13 @@
 //! Client front ends (the RESP server, or a user's own) talk to it through
 //! [`ReplicaHandle`].
 
-use crate::{Output, Replica, ReplicaConfig};
+use crate::{Output, Replica, Snapshot};
 use actix::prelude::*;
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::sync::mpsc;
 use std::time::Duration;
+use synod_storage::SnapshotStore;
 use synod_transport::{Deliver, Outbound, Router};
 use synod_types::{ClientId, NodeId, ReplicaMsg, Slot, StateMachine};
 use tokio::sync::oneshot;
@@ -45,6 +47,8 @@ pub struct ReplicaStatus {
     pub node: NodeId,
     /// Slots below this are applied.
     pub applied: Slot,
+    /// The latest durable snapshot covers slots below this.
+    pub snapshot: Slot,
     /// [`StateMachine::digest`] of the current state.
     pub digest: u64,
     pub leader_hint: Option<NodeId>,
@@ -64,24 +68,32 @@ pub struct ReplicaActor<S: StateMachine> {
     router: Addr<Router>,
     tick: Duration,
     waiting: HashMap<(ClientId, u64), oneshot::Sender<ClientReply>>,
+    /// Where snapshots go; `None` keeps them in memory only (tests).
+    store: Option<SnapshotStore>,
+    writer: Option<mpsc::Sender<Snapshot>>,
 }
 
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SnapshotSaved(Result<Snapshot, String>);
+
 impl<S: StateMachine + Unpin> ReplicaActor<S> {
+    /// `logic` is a fresh replica or one restored from `store`'s snapshot.
     pub fn new(
         me: NodeId,
-        proposers: Vec<NodeId>,
-        learners: Vec<NodeId>,
-        cfg: ReplicaConfig,
-        sm: S,
+        logic: Replica<S>,
+        store: Option<SnapshotStore>,
         router: Addr<Router>,
         tick: Duration,
     ) -> Self {
         ReplicaActor {
             me,
-            logic: Replica::new(proposers, learners, cfg, sm),
+            logic,
             router,
             tick,
             waiting: HashMap::new(),
+            store,
+            writer: None,
         }
     }
 
@@ -94,6 +106,19 @@ impl<S: StateMachine + Unpin> ReplicaActor<S> {
     }
 
     fn execute(&mut self, out: Output) {
+        if let Some(snap) = out.snapshot {
+            match &self.writer {
+                // Written off the actor's thread: a large snapshot must not
+                // hold up applying commands.
+                Some(w) => {
+                    let _ = w.send(snap);
+                }
+                None => {
+                    let more = self.logic.snapshot_durable(snap);
+                    self.execute(more);
+                }
+            }
+        }
         for (to, msg) in out.send {
             self.router.do_send(Outbound { to, msg });
         }
@@ -113,10 +138,48 @@ impl<S: StateMachine + Unpin> ReplicaActor<S> {
 impl<S: StateMachine + Unpin> Actor for ReplicaActor<S> {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(store) = self.store.take() {
+            let (tx, rx) = mpsc::channel::<Snapshot>();
+            let addr = ctx.address();
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-snapshots", self.me))
+                .spawn(move || {
+                    while let Ok(mut snap) = rx.recv() {
+                        // Only the newest queued snapshot matters.
+                        while let Ok(newer) = rx.try_recv() {
+                            snap = newer;
+                        }
+                        let saved = store.save(snap.slot, &snap.data).map(|()| snap);
+                        addr.do_send(SnapshotSaved(saved.map_err(|e| e.to_string())));
+                    }
+                });
+            match spawned {
+                Ok(_) => self.writer = Some(tx),
+                Err(e) => tracing::error!(node = %self.me, "no snapshot writer thread: {e}"),
+            }
+        }
         ctx.run_interval(self.tick, |act, _| {
             let out = act.logic.tick();
             act.execute(out);
         });
+    }
+}
+
+impl<S: StateMachine + Unpin> Handler<SnapshotSaved> for ReplicaActor<S> {
+    type Result = ();
+    fn handle(&mut self, SnapshotSaved(r): SnapshotSaved, _: &mut Context<Self>) {
+        match r {
+            Ok(snap) => {
+                tracing::debug!(node = %self.me, slot = snap.slot, bytes = snap.data.len(), "snapshot durable");
+                let out = self.logic.snapshot_durable(snap);
+                self.execute(out);
+            }
+            Err(e) => {
+                // Not fatal: nothing was compacted on the strength of it.
+                tracing::error!(node = %self.me, "cannot write snapshot: {e}");
+                self.logic.snapshot_failed();
+            }
+        }
     }
 }
 
@@ -151,6 +214,7 @@ impl<S: StateMachine + Unpin> Handler<GetStatus> for ReplicaActor<S> {
         ReplicaStatus {
             node: self.me.clone(),
             applied: self.logic.slot_out(),
+            snapshot: self.logic.snapshot_slot(),
             digest: self.logic.state().digest(),
             leader_hint: self.logic.leader_hint().cloned(),
         }

@@ -12,7 +12,16 @@
 //!   twice, from a retry or a view change, is applied once, and a retried
 //!   request is answered from the table;
 //! - asks learners for the decisions it lacks, periodically and whenever it
-//!   finds a gap, so a restarted or lagging replica catches up.
+//!   finds a gap, so a restarted or lagging replica catches up;
+//! - every `snapshot_every` slots (or `snapshot_bytes` of applied commands)
+//!   hands its shell a snapshot (state machine + session table + slot) to
+//!   make durable, and once it is, tells the proposers (`SnapshotTaken`):
+//!   the leader lets the whole cluster forget the log below what a majority
+//!   of replicas have snapshotted;
+//! - when a learner answers that the slots it needs were forgotten
+//!   (`Compacted`), fetches a peer replica's latest durable snapshot in
+//!   chunks (one chunk in flight, so normal traffic interleaves), installs
+//!   it, and continues from the log after it.
 //!
 //! Requests of one client must be issued one at a time (the RESP front end
 //! does so), which is what makes "seq ≤ last applied ⇒ duplicate" sound.
@@ -21,10 +30,11 @@
 pub mod actor;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use synod_types::{
     ClientId, Command, LearnerMsg, Message, NodeId, ProposerMsg, ReplicaMsg, Slot, StateMachine,
-    Value,
+    Topology, Value,
 };
 
 #[derive(Clone, Debug)]
@@ -33,6 +43,12 @@ pub struct ReplicaConfig {
     pub retry_ticks: u64,
     /// Ask a learner for missing decisions at least this often.
     pub catch_up_ticks: u64,
+    /// Take a snapshot after this many applied slots...
+    pub snapshot_every: u64,
+    /// ...or this many bytes of applied commands, whichever comes first.
+    pub snapshot_bytes: u64,
+    /// Snapshot transfer chunk size.
+    pub chunk_bytes: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -40,6 +56,9 @@ impl Default for ReplicaConfig {
         ReplicaConfig {
             retry_ticks: 20,
             catch_up_ticks: 20,
+            snapshot_every: 10_000,
+            snapshot_bytes: 64 << 20,
+            chunk_bytes: 1 << 20,
         }
     }
 }
@@ -53,15 +72,44 @@ pub struct Reply {
     pub output: Option<Bytes>,
 }
 
+/// A snapshot for the shell to make durable, then report back through
+/// [`Replica::snapshot_durable`]. `data` is what [`Replica::restore`] takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The snapshot holds the effect of every slot below this one.
+    pub slot: Slot,
+    pub data: Bytes,
+}
+
 #[derive(Debug, Default, PartialEq)]
 pub struct Output {
     pub send: Vec<(NodeId, Message)>,
     pub replies: Vec<Reply>,
+    pub snapshot: Option<Snapshot>,
 }
 
+#[derive(Clone, Serialize, Deserialize)]
 struct Session {
     seq: u64,
     reply: Option<Bytes>,
+}
+
+/// What a snapshot holds: the replicated state is the state machine *and*
+/// the session table (deduplication must survive a restore).
+#[derive(Serialize, Deserialize)]
+struct Image {
+    slot: Slot,
+    sessions: Vec<(ClientId, Session)>,
+    state: Bytes,
+}
+
+/// A snapshot download in progress.
+struct Download {
+    peer: NodeId,
+    slot: Slot,
+    total: u64,
+    buf: Vec<u8>,
+    asked_at: u64,
 }
 
 struct Pending {
@@ -72,6 +120,8 @@ struct Pending {
 pub struct Replica<S: StateMachine> {
     proposers: Vec<NodeId>,
     learners: Vec<NodeId>,
+    /// Other replicas: where snapshots come from.
+    peers: Vec<NodeId>,
     cfg: ReplicaConfig,
     sm: S,
     now: u64,
@@ -85,13 +135,33 @@ pub struct Replica<S: StateMachine> {
     next_catch_up: u64,
     /// Since when decisions past a missing slot have been waiting.
     gap_since: Option<u64>,
+    /// Latest durable snapshot, served to peers that fell behind.
+    snapshot: Option<Snapshot>,
+    /// Older snapshots still being downloaded by peers (at most two), so a
+    /// download is not restarted by every newer snapshot we take.
+    serving: Vec<Snapshot>,
+    /// A snapshot was handed to the shell and is not durable yet.
+    taking: bool,
+    slots_since_snapshot: u64,
+    bytes_since_snapshot: u64,
+    /// The learners forgot slots below this and we still need them.
+    need_snapshot: Option<Slot>,
+    download: Option<Download>,
+    next_peer: usize,
+    next_report: u64,
 }
 
 impl<S: StateMachine> Replica<S> {
-    pub fn new(proposers: Vec<NodeId>, learners: Vec<NodeId>, cfg: ReplicaConfig, sm: S) -> Self {
+    pub fn new(me: &NodeId, topology: &Topology, cfg: ReplicaConfig, sm: S) -> Self {
         Replica {
-            proposers,
-            learners,
+            proposers: topology.proposers.clone(),
+            learners: topology.learners.clone(),
+            peers: topology
+                .replicas
+                .iter()
+                .filter(|r| *r != me)
+                .cloned()
+                .collect(),
             cfg,
             sm,
             now: 0,
@@ -104,7 +174,112 @@ impl<S: StateMachine> Replica<S> {
             next_learner: 0,
             next_catch_up: 0,
             gap_since: None,
+            snapshot: None,
+            serving: Vec::new(),
+            taking: false,
+            slots_since_snapshot: 0,
+            bytes_since_snapshot: 0,
+            need_snapshot: None,
+            download: None,
+            next_peer: 0,
+            next_report: 0,
         }
+    }
+
+    /// A replica restarted from a durable snapshot (`Snapshot::data`).
+    pub fn restore(
+        me: &NodeId,
+        topology: &Topology,
+        cfg: ReplicaConfig,
+        sm: S,
+        data: Bytes,
+    ) -> Result<Self, String> {
+        let mut r = Replica::new(me, topology, cfg, sm);
+        r.install(data)?;
+        Ok(r)
+    }
+
+    /// The latest durable snapshot's slot (0: none).
+    pub fn snapshot_slot(&self) -> Slot {
+        self.snapshot.as_ref().map_or(0, |s| s.slot)
+    }
+
+    /// The shell made `snap` durable.
+    pub fn snapshot_durable(&mut self, snap: Snapshot) -> Output {
+        self.taking = false;
+        let mut out = Output::default();
+        if snap.slot > self.snapshot_slot() {
+            self.snapshot = Some(snap);
+            self.report_snapshot(&mut out);
+        }
+        out
+    }
+
+    /// The shell could not write a snapshot; try again later.
+    pub fn snapshot_failed(&mut self) {
+        self.taking = false;
+    }
+
+    fn report_snapshot(&mut self, out: &mut Output) {
+        self.next_report = self.now + 10 * self.cfg.catch_up_ticks;
+        let slot = self.snapshot_slot();
+        if slot == 0 {
+            return;
+        }
+        for p in &self.proposers {
+            out.send.push((
+                p.clone(),
+                Message::Proposer(ProposerMsg::SnapshotTaken { slot }),
+            ));
+        }
+    }
+
+    fn encode_image(&self) -> Option<Bytes> {
+        let image = Image {
+            slot: self.slot_out,
+            sessions: self.sessions.iter().map(|(c, s)| (*c, s.clone())).collect(),
+            state: self.sm.snapshot().into(),
+        };
+        synod_codec::encode(&image).ok().map(Bytes::from)
+    }
+
+    fn maybe_snapshot(&mut self, out: &mut Output) {
+        let due = self.slots_since_snapshot >= self.cfg.snapshot_every
+            || self.bytes_since_snapshot >= self.cfg.snapshot_bytes;
+        if !due || self.taking {
+            return;
+        }
+        if let Some(data) = self.encode_image() {
+            self.taking = true;
+            self.slots_since_snapshot = 0;
+            self.bytes_since_snapshot = 0;
+            out.snapshot = Some(Snapshot {
+                slot: self.slot_out,
+                data,
+            });
+        }
+    }
+
+    /// Replaces our state with a snapshot image, if it is ahead of us.
+    fn install(&mut self, data: Bytes) -> Result<Slot, String> {
+        let image: Image = synod_codec::decode(&data).map_err(|e| format!("snapshot: {e}"))?;
+        if image.slot < self.slot_out {
+            return Err(format!(
+                "snapshot of slot {} is behind us ({})",
+                image.slot, self.slot_out
+            ));
+        }
+        self.sm.restore(&image.state)?;
+        self.sessions = image.sessions.into_iter().collect();
+        self.slot_out = image.slot;
+        self.decisions = self.decisions.split_off(&image.slot);
+        self.slots_since_snapshot = 0;
+        self.bytes_since_snapshot = 0;
+        self.snapshot = Some(Snapshot {
+            slot: image.slot,
+            data,
+        });
+        Ok(image.slot)
     }
 
     pub fn state(&self) -> &S {
@@ -178,6 +353,23 @@ impl<S: StateMachine> Replica<S> {
                 self.leader_hint = Some(ballot.node);
                 self.record(slot, value);
             }
+            ReplicaMsg::Compacted { below } => {
+                if self.slot_out < below {
+                    self.need_snapshot = Some(below);
+                    if self.download.is_none() {
+                        self.start_download(&mut out);
+                    }
+                }
+            }
+            ReplicaMsg::SnapshotRequest { slot, offset } => {
+                self.serve_snapshot(from.clone(), slot, offset, &mut out)
+            }
+            ReplicaMsg::SnapshotChunk {
+                slot,
+                offset,
+                total,
+                data,
+            } => self.handle_chunk(from.clone(), slot, offset, total, data, &mut out),
             ReplicaMsg::Decisions { entries, more } => {
                 for (slot, ballot, value) in entries {
                     self.leader_hint.get_or_insert(ballot.node);
@@ -199,6 +391,138 @@ impl<S: StateMachine> Replica<S> {
             self.gap_since = Some(self.now);
         }
         out
+    }
+
+    fn start_download(&mut self, out: &mut Output) {
+        if self.peers.is_empty() {
+            return;
+        }
+        let peer = self.peers[self.next_peer % self.peers.len()].clone();
+        self.next_peer += 1;
+        self.download = Some(Download {
+            peer: peer.clone(),
+            slot: 0,
+            total: 0,
+            buf: Vec::new(),
+            asked_at: self.now,
+        });
+        out.send.push((
+            peer,
+            Message::Replica(ReplicaMsg::SnapshotRequest { slot: 0, offset: 0 }),
+        ));
+    }
+
+    fn serve_snapshot(&mut self, to: NodeId, slot: Slot, offset: u64, out: &mut Output) {
+        let snap = if offset == 0 {
+            let latest = self.snapshot.clone();
+            if let Some(l) = &latest {
+                if !self.serving.iter().any(|s| s.slot == l.slot) {
+                    if self.serving.len() >= 2 {
+                        self.serving.remove(0);
+                    }
+                    self.serving.push(l.clone());
+                }
+            }
+            latest
+        } else {
+            self.serving.iter().find(|s| s.slot == slot).cloned()
+        };
+        let (slot, total, data) = match snap {
+            Some(s) => {
+                let start = (offset as usize).min(s.data.len());
+                let end = (start + self.cfg.chunk_bytes).min(s.data.len());
+                (s.slot, s.data.len() as u64, s.data.slice(start..end))
+            }
+            None => (0, 0, Bytes::new()),
+        };
+        out.send.push((
+            to,
+            Message::Replica(ReplicaMsg::SnapshotChunk {
+                slot,
+                offset,
+                total,
+                data,
+            }),
+        ));
+    }
+
+    fn handle_chunk(
+        &mut self,
+        from: NodeId,
+        slot: Slot,
+        offset: u64,
+        total: u64,
+        data: Bytes,
+        out: &mut Output,
+    ) {
+        let Some(d) = self.download.as_mut().filter(|d| d.peer == from) else {
+            return;
+        };
+        if total == 0 || slot <= self.slot_out {
+            // This peer has nothing newer than us: the next tick tries another.
+            self.download = None;
+            return;
+        }
+        if offset == 0 && d.buf.is_empty() {
+            d.slot = slot;
+            d.total = total;
+        }
+        if slot != d.slot
+            || total != d.total
+            || offset != d.buf.len() as u64
+            || d.buf.len() as u64 + data.len() as u64 > total
+        {
+            // The peer took a newer snapshot mid-transfer: start over.
+            self.download = None;
+            return;
+        }
+        d.buf.extend_from_slice(&data);
+        d.asked_at = self.now;
+        if (d.buf.len() as u64) < total {
+            let offset = d.buf.len() as u64;
+            out.send.push((
+                from,
+                Message::Replica(ReplicaMsg::SnapshotRequest { slot, offset }),
+            ));
+            return;
+        }
+        let Some(done) = self.download.take() else {
+            return;
+        };
+        let data = Bytes::from(done.buf);
+        if self.install(data.clone()).is_err() {
+            return;
+        }
+        self.need_snapshot = None;
+        // Requests applied inside the snapshot are answered from the
+        // session table it brought.
+        let covered: Vec<(ClientId, u64)> = self
+            .pending
+            .keys()
+            .filter(|(c, q)| self.sessions.get(c).is_some_and(|s| s.seq >= *q))
+            .copied()
+            .collect();
+        for (client, seq) in covered {
+            self.pending.remove(&(client, seq));
+            let output = self
+                .sessions
+                .get(&client)
+                .filter(|s| s.seq == seq)
+                .and_then(|s| s.reply.clone());
+            out.replies.push(Reply {
+                client,
+                seq,
+                output,
+            });
+        }
+        // Persist it as our own, then continue from the log after it.
+        self.taking = true;
+        out.snapshot = Some(Snapshot {
+            slot: done.slot,
+            data,
+        });
+        self.apply_ready(out);
+        self.catch_up(out);
     }
 
     fn record(&mut self, slot: Slot, value: Value) {
@@ -231,6 +555,22 @@ impl<S: StateMachine> Replica<S> {
                 to,
                 Message::Proposer(ProposerMsg::Propose { commands: due }),
             ));
+        }
+        if self
+            .download
+            .as_ref()
+            .is_some_and(|d| self.now - d.asked_at > 2 * retry_after)
+        {
+            self.download = None;
+        }
+        if self.download.is_none()
+            && self.need_snapshot.is_some_and(|b| self.slot_out < b)
+            && self.now.is_multiple_of(retry_after)
+        {
+            self.start_download(&mut out);
+        }
+        if self.now >= self.next_report {
+            self.report_snapshot(&mut out);
         }
         // Decisions usually arrive a little out of order; a gap that
         // outlives a couple of ticks means one was lost.
@@ -275,10 +615,13 @@ impl<S: StateMachine> Replica<S> {
     fn apply_ready(&mut self, out: &mut Output) {
         while let Some(value) = self.decisions.remove(&self.slot_out) {
             for cmd in value.commands() {
+                self.bytes_since_snapshot += cmd.op.len() as u64;
                 self.apply_command(cmd, out);
             }
             self.slot_out += 1;
+            self.slots_since_snapshot += 1;
         }
+        self.maybe_snapshot(out);
     }
 
     fn apply_command(&mut self, cmd: &Command, out: &mut Output) {

@@ -1,5 +1,5 @@
 use super::*;
-use synod_types::Ballot;
+use synod_types::{Ballot, Topology};
 
 /// A state machine that records what it applied: enough to see order and
 /// duplicates.
@@ -16,15 +16,37 @@ impl StateMachine for Log {
     fn digest(&self) -> u64 {
         self.0.iter().sum()
     }
+    fn snapshot(&self) -> Vec<u8> {
+        synod_codec::encode(&self.0).unwrap()
+    }
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.0 = synod_codec::decode(bytes).map_err(|e| e.to_string())?;
+        Ok(())
+    }
 }
 
 fn n(s: &str) -> NodeId {
     NodeId::new(s)
 }
+fn topology() -> Topology {
+    Topology {
+        proposers: vec![n("p1"), n("p2")],
+        acceptors: vec![],
+        learners: vec![n("l1")],
+        replicas: vec![n("r1"), n("r2")],
+    }
+}
+fn small_snapshots() -> ReplicaConfig {
+    ReplicaConfig {
+        snapshot_every: 4,
+        chunk_bytes: 3,
+        ..ReplicaConfig::default()
+    }
+}
 fn replica() -> Replica<Log> {
     Replica::new(
-        vec![n("p1"), n("p2")],
-        vec![n("l1")],
+        &n("r1"),
+        &topology(),
         ReplicaConfig::default(),
         Log::default(),
     )
@@ -207,4 +229,169 @@ fn a_later_request_supersedes_an_unapplied_earlier_one() {
     assert_eq!(r.pending(), 0);
     decide(&mut r, 1, vec![cmd(3, 1, 1)]);
     assert_eq!(r.state().0, vec![2], "the superseded request never applies");
+}
+
+#[test]
+fn snapshots_are_taken_periodically_and_announced_once_durable() {
+    let mut r = Replica::new(&n("r1"), &topology(), small_snapshots(), Log::default());
+    let mut snaps = Vec::new();
+    for slot in 0..9 {
+        let out = decide(&mut r, slot, vec![cmd(1, slot + 1, slot)]);
+        snaps.extend(out.snapshot);
+    }
+    // At slot 4; the next one waits until the first is durable.
+    assert_eq!(snaps.iter().map(|s| s.slot).collect::<Vec<_>>(), vec![4]);
+    let out = r.snapshot_durable(snaps[0].clone());
+    assert_eq!(r.snapshot_slot(), 4);
+    assert!(out.send.contains(&(
+        n("p1"),
+        Message::Proposer(ProposerMsg::SnapshotTaken { slot: 4 })
+    )));
+    let out = decide(&mut r, 9, vec![]);
+    assert_eq!(out.snapshot.map(|s| s.slot), Some(10));
+}
+
+#[test]
+fn restore_brings_back_state_and_sessions() {
+    let mut r = Replica::new(&n("r1"), &topology(), small_snapshots(), Log::default());
+    r.handle_request(ClientId(5), 1, op(7));
+    let mut snap = None;
+    for slot in 0..4 {
+        let cmds = if slot == 0 {
+            vec![cmd(5, 1, 7)]
+        } else {
+            vec![]
+        };
+        snap = snap.or(decide(&mut r, slot, cmds).snapshot);
+    }
+    let snap = snap.expect("snapshot at slot 4");
+    let mut back = Replica::restore(
+        &n("r1"),
+        &topology(),
+        small_snapshots(),
+        Log::default(),
+        snap.data,
+    )
+    .unwrap();
+    assert_eq!((back.slot_out(), back.state().0.clone()), (4, vec![7]));
+    // The session table came along: a late duplicate is not applied again,
+    // and a client retry is answered from it.
+    decide(&mut back, 4, vec![cmd(5, 1, 7)]);
+    assert_eq!(back.state().0, vec![7]);
+    let out = back.handle_request(ClientId(5), 1, op(7));
+    assert_eq!(out.replies[0].output, Some(op_out(1)));
+    assert!(Replica::restore(
+        &n("r1"),
+        &topology(),
+        small_snapshots(),
+        Log::default(),
+        Bytes::from_static(b"junk")
+    )
+    .is_err());
+}
+
+/// Moves every message between two replicas until nothing is left.
+fn pump(
+    a: &mut Replica<Log>,
+    b: &mut Replica<Log>,
+    mut msgs: Vec<(NodeId, Message)>,
+    from: NodeId,
+) -> (usize, Vec<Snapshot>) {
+    let (mut chunks, mut snaps) = (0, Vec::new());
+    let mut sender = from;
+    while !msgs.is_empty() {
+        let mut next = Vec::new();
+        for (to, m) in msgs {
+            if let Message::Replica(rm) = m {
+                if matches!(rm, ReplicaMsg::SnapshotChunk { .. }) {
+                    chunks += 1;
+                }
+                let target = if to == n("r1") { &mut *a } else { &mut *b };
+                let out = target.handle(sender.clone(), rm);
+                snaps.extend(out.snapshot);
+                next.extend(
+                    out.send
+                        .into_iter()
+                        .filter(|(_, m)| matches!(m, Message::Replica(_))),
+                );
+            }
+        }
+        sender = if sender == n("r1") { n("r2") } else { n("r1") };
+        msgs = next;
+    }
+    (chunks, snaps)
+}
+
+#[test]
+fn a_replica_behind_compaction_installs_a_peer_snapshot_in_chunks() {
+    let cfg = small_snapshots();
+    let mut ahead = Replica::new(&n("r2"), &topology(), cfg.clone(), Log::default());
+    for slot in 0..4 {
+        if let Some(s) = decide(&mut ahead, slot, vec![cmd(9, slot + 1, 100 + slot)]).snapshot {
+            ahead.snapshot_durable(s);
+        }
+    }
+    let mut behind = Replica::new(&n("r1"), &topology(), cfg, Log::default());
+    behind.handle_request(ClientId(9), 2, op(101));
+    let out = behind.handle(n("l1"), ReplicaMsg::Compacted { below: 4 });
+    assert_eq!(
+        out.send,
+        vec![(
+            n("r2"),
+            Message::Replica(ReplicaMsg::SnapshotRequest { slot: 0, offset: 0 })
+        )]
+    );
+    let (chunks, snaps) = pump(&mut behind, &mut ahead, out.send, n("r1"));
+    assert!(chunks > 3, "transfer in several chunks: {chunks}");
+    assert_eq!(behind.slot_out(), 4);
+    assert_eq!(behind.state().0, vec![100, 101, 102, 103]);
+    assert_eq!(behind.state().digest(), ahead.state().digest());
+    assert_eq!(
+        snaps.iter().map(|s| s.slot).collect::<Vec<_>>(),
+        vec![4],
+        "installed snapshot is persisted too"
+    );
+    assert_eq!(
+        behind.pending(),
+        0,
+        "request applied inside the snapshot is answered"
+    );
+}
+
+#[test]
+fn a_download_survives_newer_snapshots_on_the_serving_side() {
+    let cfg = small_snapshots();
+    let mut ahead = Replica::new(&n("r2"), &topology(), cfg.clone(), Log::default());
+    let mut slot = 0;
+    let mut advance = |ahead: &mut Replica<Log>, n_slots: u64| {
+        for _ in 0..n_slots {
+            if let Some(s) = decide(ahead, slot, vec![cmd(9, slot + 1, slot)]).snapshot {
+                ahead.snapshot_durable(s);
+            }
+            slot += 1;
+        }
+    };
+    advance(&mut ahead, 4);
+    let mut behind = Replica::new(&n("r1"), &topology(), cfg, Log::default());
+    let mut msgs = behind
+        .handle(n("l1"), ReplicaMsg::Compacted { below: 4 })
+        .send;
+    // Between every chunk the serving replica takes a newer snapshot.
+    for _ in 0..50 {
+        let Some((_, Message::Replica(req))) = msgs.pop() else {
+            break;
+        };
+        let reply = ahead.handle(n("r1"), req).send;
+        advance(&mut ahead, 4);
+        let Some((_, Message::Replica(chunk))) = reply.into_iter().next() else {
+            break;
+        };
+        msgs = behind.handle(n("r2"), chunk).send;
+        msgs.retain(|(to, _)| *to == n("r2"));
+    }
+    assert_eq!(
+        behind.slot_out(),
+        4,
+        "the download of the slot-4 snapshot completed"
+    );
 }

@@ -504,6 +504,8 @@ pub fn status_frame(view: StatusView, status: Option<&ReplicaStatus>) -> BytesFr
             bulk_str(s.node.as_str()),
             bulk_str("applied"),
             BytesFrame::Integer(i64::try_from(s.applied).unwrap_or(i64::MAX)),
+            bulk_str("snapshot"),
+            BytesFrame::Integer(i64::try_from(s.snapshot).unwrap_or(i64::MAX)),
             bulk_str("digest"),
             bulk_str(&format!("{:016x}", s.digest)),
             bulk_str("leader"),
@@ -527,9 +529,10 @@ fn info_text(status: Option<&ReplicaStatus>) -> String {
     s.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n");
     if let Some(st) = status {
         s.push_str(&format!(
-            "\r\n# Synod\r\nsynod_node:{}\r\nsynod_applied_slot:{}\r\nsynod_digest:{:016x}\r\nsynod_leader:{}\r\n",
+            "\r\n# Synod\r\nsynod_node:{}\r\nsynod_applied_slot:{}\r\nsynod_snapshot_slot:{}\r\nsynod_digest:{:016x}\r\nsynod_leader:{}\r\n",
             st.node,
             st.applied,
+            st.snapshot,
             st.digest,
             st.leader_hint.as_ref().map(|l| l.as_str()).unwrap_or("")
         ));
@@ -827,6 +830,7 @@ mod tests {
         let st = ReplicaStatus {
             node: NodeId::new("n1"),
             applied: 7,
+            snapshot: 5,
             digest: 0xab,
             leader_hint: Some(NodeId::new("n2")),
         };
@@ -837,6 +841,8 @@ mod tests {
                 bulk(b("n1")),
                 bulk(b("applied")),
                 BytesFrame::Integer(7),
+                bulk(b("snapshot")),
+                BytesFrame::Integer(5),
                 bulk(b("digest")),
                 bulk(b("00000000000000ab")),
                 bulk(b("leader")),

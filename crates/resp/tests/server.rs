@@ -100,6 +100,7 @@ impl Handler<GetStatus> for FakeReplica {
         ReplicaStatus {
             node: NodeId::new("fake1"),
             applied: self.applied,
+            snapshot: 0,
             digest: self.store.digest(),
             leader_hint: Some(NodeId::new("fake1")),
         }
@@ -393,6 +394,8 @@ async fn synod_status_reports_the_replica() {
             bulk("fake1"),
             bulk("applied"),
             BytesFrame::Integer(1),
+            bulk("snapshot"),
+            BytesFrame::Integer(0),
             bulk("digest"),
             bulk(&format!("{:016x}", expected.digest())),
             bulk("leader"),

@@ -124,9 +124,9 @@ pub struct SimOptions {
     /// whatever the seed drew.
     pub stress: bool,
     /// Acceptors' p2b copies to learners are never lost (nor cut by a
-    /// partition or the sender's crash). Synod's learners cannot recover a
-    /// p2b they missed, so this sidesteps that known liveness gap to let
-    /// the other invariants be explored.
+    /// partition or the sender's crash). Learners now repair missed copies
+    /// by fetching from acceptors; this knob takes that path out of play to
+    /// explore the rest in isolation.
     pub reliable_learner_feed: bool,
     /// End after the chaos phase: no heal phase, so no liveness check.
     pub safety_only: bool,
@@ -183,6 +183,9 @@ pub struct Faults {
     /// Proposer window and batch size (small values exercise the edges).
     pub window: usize,
     pub max_batch: usize,
+    /// Replicas snapshot every this many slots, which also drives how
+    /// often the log is compacted and how often catch-up needs a snapshot.
+    pub snapshot_every: u64,
 }
 
 impl Faults {
@@ -234,6 +237,7 @@ impl Faults {
         let client_retry = rng.chance(0.5).then(|| rng.range(40, 300));
         let window = [1, 2, 4, 64][rng.range(0, 4) as usize];
         let max_batch = [1, 3, 512][rng.range(0, 3) as usize];
+        let snapshot_every = [5, 20, 60, u64::MAX][rng.range(0, 4) as usize];
         Faults {
             loss,
             dup,
@@ -252,6 +256,7 @@ impl Faults {
             client_retry,
             window,
             max_batch,
+            snapshot_every,
         }
     }
 
@@ -259,7 +264,7 @@ impl Faults {
     pub fn summary(&self) -> String {
         format!(
             "loss={:.2} dup={:.2} delay=1..={} slow={:.2}(+{}) crash={:.4}/tick down={}..{} crash_before_sync={:.2} \
-             partition={:.4}/tick len={}..{} clients={} think<={} client_retry={:?} window={} max_batch={}",
+             partition={:.4}/tick len={}..{} clients={} think<={} client_retry={:?} window={} max_batch={} snapshot_every={}",
             self.loss,
             self.dup,
             self.max_delay,
@@ -277,6 +282,7 @@ impl Faults {
             self.client_retry,
             self.window,
             self.max_batch,
+            self.snapshot_every,
         )
     }
 }

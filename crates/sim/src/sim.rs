@@ -19,11 +19,11 @@ use std::io::Write;
 use synod_acceptor::Acceptor;
 use synod_learner::Learner;
 use synod_proposer::{Proposer, ProposerConfig};
-use synod_replica::{Replica, ReplicaConfig, Reply};
+use synod_replica::{Replica, ReplicaConfig, Reply, Snapshot};
 use synod_storage::{AcceptorState, AcceptorStorage, MemStorage, Record};
 use synod_types::{
     majority, Ballot, ClientId, LearnerMsg, Message, NodeId, ProposerMsg, ReplicaMsg, Role,
-    SplitMix64, StateMachine,
+    SplitMix64, StateMachine, Topology,
 };
 
 /// Registers the clients use; few, so operations contend.
@@ -64,6 +64,9 @@ pub struct Stats {
     /// Most messages and bytes delivered in one storm window.
     pub peak_window_msgs: u64,
     pub peak_window_bytes: u64,
+    /// Replica snapshots made durable, acceptor storage rewrites.
+    pub snapshots: u64,
+    pub rewrites: u64,
 }
 
 /// The outcome of one seed.
@@ -138,6 +141,8 @@ struct Node {
     proposer: Option<Proposer>,
     learner: Option<Learner>,
     replica: Option<Replica<Register>>,
+    /// The replica's durable snapshot; survives crashes.
+    snapshot: Option<Snapshot>,
     was_leader: bool,
     /// Highest ballot this acceptor ever revealed (in a Promise or a vote):
     /// its promise may never fall below it, crash or not.
@@ -288,6 +293,7 @@ impl Sim {
                 was_leader: false,
                 revealed: Ballot::zero(),
                 slot_out: 0,
+                snapshot: None,
             })
             .collect::<Vec<_>>();
         let index = nodes
@@ -295,6 +301,7 @@ impl Sim {
             .enumerate()
             .map(|(i, n)| (n.id.clone(), i))
             .collect();
+        let snapshot_every = faults.snapshot_every;
         let pcfg = ProposerConfig {
             window: faults.window,
             max_batch: faults.max_batch,
@@ -324,7 +331,13 @@ impl Sim {
             learners,
             replicas,
             pcfg,
-            rcfg: ReplicaConfig::default(),
+            // Small snapshots and chunks, so compaction, snapshot transfer
+            // and restores happen many times per run.
+            rcfg: ReplicaConfig {
+                snapshot_every,
+                chunk_bytes: 48,
+                ..ReplicaConfig::default()
+            },
             net: BTreeMap::new(),
             next_packet: 0,
             partition: None,
@@ -592,6 +605,13 @@ impl Sim {
         let now = self.now;
         let bug = self.opts.bug;
         let seed = mix(self.seed ^ ((i as u64) << 40) ^ self.nodes[i].incarnation);
+        let topology = Topology {
+            proposers: self.proposers.clone(),
+            acceptors: self.acceptors.clone(),
+            learners: self.learners.clone(),
+            replicas: self.replicas.clone(),
+        };
+        let rcfg = self.rcfg.clone();
         let node = &mut self.nodes[i];
         node.up = true;
         if node.roles.acceptor {
@@ -628,27 +648,27 @@ impl Sim {
         if node.roles.proposer {
             node.proposer = Some(Proposer::new(
                 node.id.clone(),
-                self.acceptors.clone(),
-                self.proposers.clone(),
-                self.learners.clone(),
+                &topology,
                 self.pcfg.clone(),
                 seed,
             ));
         }
         if node.roles.learner {
-            node.learner = Some(Learner::new(
-                self.acceptors.clone(),
-                self.replicas.clone(),
-                self.proposers.clone(),
-            ));
+            node.learner = Some(Learner::new(&topology));
         }
         if node.roles.replica {
-            node.replica = Some(Replica::new(
-                self.proposers.clone(),
-                self.learners.clone(),
-                self.rcfg.clone(),
-                Register::default(),
-            ));
+            let fresh = || Replica::new(&node.id, &topology, rcfg.clone(), Register::default());
+            node.replica = Some(match &node.snapshot {
+                Some(snap) => Replica::restore(
+                    &node.id,
+                    &topology,
+                    rcfg.clone(),
+                    Register::default(),
+                    snap.data.clone(),
+                )
+                .map_err(|e| violation("snapshot-restore", now, format!("{}: {e}", node.id)))?,
+                None => fresh(),
+            });
             node.slot_out = 0;
             self.checker.replica_restarted(i);
         }
@@ -878,6 +898,16 @@ impl Sim {
             }
             self.sync(i, out.persist)?;
         }
+        if out.rewrite {
+            let node = &mut self.nodes[i];
+            if let Some(a) = &node.acceptor {
+                node.disk
+                    .rewrite(a.state())
+                    .expect("MemStorage never fails");
+                node.durable = a.state().clone();
+                self.stats.rewrites += 1;
+            }
+        }
         if self.opts.bug == Bug::None {
             self.check_revealed(i, &out.send)?;
             self.check_promise(i, &out.send)?;
@@ -901,7 +931,9 @@ impl Sim {
         let name = node.id.as_str();
         for (_, m) in sends {
             match m {
-                Message::Proposer(ProposerMsg::Promise { ballot, accepted }) => {
+                Message::Proposer(ProposerMsg::Promise {
+                    ballot, accepted, ..
+                }) => {
                     checker::revealed_promise(self.now, name, &node.durable, ballot)?;
                     for e in accepted {
                         checker::revealed_vote(
@@ -1028,7 +1060,19 @@ impl Sim {
         self.send_all(i, out.send)
     }
 
-    fn replica_effects(&mut self, i: usize, out: synod_replica::Output) -> Check {
+    fn replica_effects(&mut self, i: usize, mut out: synod_replica::Output) -> Check {
+        // The sim's disk writes snapshots at once; a crash before this point
+        // simply loses the snapshot, which is allowed.
+        if let Some(snap) = out.snapshot.take() {
+            let node = &mut self.nodes[i];
+            if let Some(r) = node.replica.as_mut() {
+                self.stats.snapshots += 1;
+                node.snapshot = Some(snap.clone());
+                let more = r.snapshot_durable(snap);
+                out.send.extend(more.send);
+                out.replies.extend(more.replies);
+            }
+        }
         let node = &mut self.nodes[i];
         if let Some(r) = &node.replica {
             if r.slot_out() < node.slot_out {
@@ -1170,6 +1214,11 @@ impl Sim {
             return Ok(()); // a session its client abandoned
         };
         let key = (reply.client, reply.seq);
+        if reply.output.is_none() && reply.seq < self.clients[c].seq {
+            // The replica gives up on a request its client already moved
+            // past (answered elsewhere after a retry): no output is due.
+            return Ok(());
+        }
         let output = reply
             .output
             .as_ref()

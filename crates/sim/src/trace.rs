@@ -33,12 +33,19 @@ pub fn message(m: &Message) -> String {
         }) => {
             format!("Accept {ballot:?} slot={slot} {}", value(v))
         }
-        Message::Proposer(ProposerMsg::Promise { ballot, accepted }) => {
+        Message::Proposer(ProposerMsg::Promise {
+            ballot,
+            accepted,
+            compacted_below,
+        }) => {
             let parts: Vec<String> = accepted
                 .iter()
                 .map(|e| format!("{}@{:?}={}", e.slot, e.ballot, value(&e.value)))
                 .collect();
-            format!("Promise {ballot:?} accepted=[{}]", parts.join(", "))
+            format!(
+                "Promise {ballot:?} compacted_below={compacted_below} accepted=[{}]",
+                parts.join(", ")
+            )
         }
         Message::Proposer(ProposerMsg::Accepted { ballot, slot }) => {
             format!("Accepted {ballot:?} slot={slot}")
@@ -73,10 +80,29 @@ pub fn message(m: &Message) -> String {
         Message::Acceptor(AcceptorMsg::Fetch { from_slot, to_slot }) => {
             format!("Fetch slots {from_slot}..{to_slot}")
         }
+        Message::Acceptor(AcceptorMsg::Compact { below }) => format!("Compact below={below}"),
+        Message::Learner(LearnerMsg::Compact { below }) => format!("Compact below={below}"),
+        Message::Proposer(ProposerMsg::SnapshotTaken { slot }) => {
+            format!("SnapshotTaken slot={slot}")
+        }
+        Message::Replica(ReplicaMsg::Compacted { below }) => format!("Compacted below={below}"),
+        Message::Replica(ReplicaMsg::SnapshotRequest { slot, offset }) => {
+            format!("SnapshotRequest slot={slot} offset={offset}")
+        }
+        Message::Replica(ReplicaMsg::SnapshotChunk {
+            slot,
+            offset,
+            total,
+            data,
+        }) => format!(
+            "SnapshotChunk slot={slot} bytes {offset}..{} of {total}",
+            offset + data.len() as u64
+        ),
         Message::Learner(LearnerMsg::Fetched {
             from_slot,
             to_slot,
             entries,
+            ..
         }) => {
             let parts: Vec<String> = entries
                 .iter()
@@ -117,6 +143,12 @@ pub fn kind(m: &Message) -> &'static str {
         Message::Learner(LearnerMsg::CatchUp { .. }) => "CatchUp",
         Message::Learner(LearnerMsg::Progress { .. }) => "Progress",
         Message::Acceptor(AcceptorMsg::Fetch { .. }) => "Fetch",
+        Message::Acceptor(AcceptorMsg::Compact { .. }) => "Compact→acceptor",
+        Message::Learner(LearnerMsg::Compact { .. }) => "Compact→learner",
+        Message::Proposer(ProposerMsg::SnapshotTaken { .. }) => "SnapshotTaken",
+        Message::Replica(ReplicaMsg::Compacted { .. }) => "Compacted",
+        Message::Replica(ReplicaMsg::SnapshotRequest { .. }) => "SnapshotRequest",
+        Message::Replica(ReplicaMsg::SnapshotChunk { .. }) => "SnapshotChunk",
         Message::Learner(LearnerMsg::Fetched { .. }) => "Fetched",
         Message::Replica(ReplicaMsg::Decide { .. }) => "Decide",
         Message::Replica(ReplicaMsg::Decisions { .. }) => "Decisions",

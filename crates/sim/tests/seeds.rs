@@ -137,8 +137,8 @@ fn checker_catches_votes_revealed_before_sync() {
 }
 
 // ------------------------------------------------------------------------
-// Known bugs in the role crates, found by this simulator. Each test asserts
-// the behaviour a correct implementation must have, so it fails today.
+// Bugs in the role crates that this simulator found, now fixed. Each test
+// replays the seed that exposed one and asserts the correct behaviour.
 
 fn must_pass(seed: u64, opts: SimOptions) {
     let r = run_seed(seed, &opts);
@@ -149,7 +149,7 @@ fn must_pass(seed: u64, opts: SimOptions) {
 /// ballot of its previous incarnation, proposing a second value for a slot
 /// in the same ballot; the learner merges the two values' votes.
 #[test]
-fn known_bug_restarted_proposer_reuses_its_ballot() {
+fn regression_restarted_proposer_reuses_its_ballot() {
     must_pass(
         1541,
         SimOptions {
@@ -163,7 +163,7 @@ fn known_bug_restarted_proposer_reuses_its_ballot() {
 /// counted a quorum of acks and stopped retransmitting) but no live learner
 /// knows it: a replica that lacks it stalls there forever.
 #[test]
-fn known_bug_learner_gap_stalls_a_replica() {
+fn regression_learner_gap_stalls_a_replica() {
     must_pass(228, SimOptions::default());
 }
 
@@ -171,14 +171,14 @@ fn known_bug_learner_gap_stalls_a_replica() {
 /// true }` that brings no progress makes the replica ask again at once, and
 /// the gap timer starts a new such loop every two ticks: a message storm.
 #[test]
-fn known_bug_catch_up_storm() {
+fn regression_catch_up_storm() {
     must_pass(6, SimOptions::default());
 }
 
 /// After every learner has restarted once, a restarted replica can fetch
 /// the early slots from nobody.
 #[test]
-fn known_bug_rolling_restart_strands_a_replica() {
+fn regression_rolling_restart_strands_a_replica() {
     must_pass(
         13,
         SimOptions {
@@ -187,4 +187,34 @@ fn known_bug_rolling_restart_strands_a_replica() {
             ..SimOptions::default()
         },
     );
+}
+
+/// A learner repairing a slot known to be chosen took the highest ballot
+/// among a majority of fetch answers, but two of those acceptors had
+/// compacted the slot away and only a stale, never-chosen value was left.
+#[test]
+fn regression_compacted_acceptors_are_no_witnesses() {
+    must_pass(
+        867,
+        SimOptions {
+            stress: true,
+            ..SimOptions::default()
+        },
+    );
+    must_pass(
+        106,
+        SimOptions {
+            stress: true,
+            crash_policy: CrashPolicy::Rolling,
+            ..SimOptions::default()
+        },
+    );
+}
+
+/// A replica far behind the compaction point downloads a peer's snapshot
+/// while that peer keeps taking newer ones; the download used to restart
+/// with every new snapshot and never finish.
+#[test]
+fn regression_snapshot_download_outlives_newer_snapshots() {
+    must_pass(8, SimOptions::default());
 }

@@ -24,8 +24,10 @@ const HEADER: u64 = 12;
 const MAX_RECORD: u32 = 64 * 1024 * 1024;
 
 pub struct FileStorage {
+    dir: PathBuf,
     path: PathBuf,
     out: BufWriter<File>,
+    size: u64,
 }
 
 impl FileStorage {
@@ -56,10 +58,25 @@ impl FileStorage {
                 .and_then(|d| d.sync_all())
                 .map_err(io(dir))?;
         }
+        let size = file.metadata().map_err(io(&path))?.len();
         Ok(FileStorage {
             out: BufWriter::with_capacity(1 << 16, file),
+            dir: dir.to_path_buf(),
             path,
+            size,
         })
+    }
+
+    fn encode_into(buf: &mut Vec<u8>, r: &Record) -> Result<(), StorageError> {
+        let payload = synod_codec::encode(r).map_err(|e| StorageError::Encode(e.to_string()))?;
+        let len = u32::try_from(payload.len())
+            .ok()
+            .filter(|l| *l <= MAX_RECORD)
+            .ok_or_else(|| StorageError::Encode(format!("record of {} bytes", payload.len())))?;
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        buf.extend_from_slice(&payload);
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -160,27 +177,54 @@ impl AcceptorStorage for FileStorage {
     }
 
     fn append(&mut self, records: &[Record]) -> Result<(), StorageError> {
+        let mut buf = Vec::new();
         for r in records {
-            let payload =
-                synod_codec::encode(r).map_err(|e| StorageError::Encode(e.to_string()))?;
-            let len = u32::try_from(payload.len())
-                .ok()
-                .filter(|l| *l <= MAX_RECORD)
-                .ok_or_else(|| {
-                    StorageError::Encode(format!("record of {} bytes", payload.len()))
-                })?;
-            let mut head = [0u8; 8];
-            head[..4].copy_from_slice(&len.to_le_bytes());
-            head[4..].copy_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-            self.out.write_all(&head).map_err(|e| self.io(e))?;
-            self.out.write_all(&payload).map_err(|e| self.io(e))?;
+            Self::encode_into(&mut buf, r)?;
         }
+        self.out.write_all(&buf).map_err(|e| self.io(e))?;
+        self.size += buf.len() as u64;
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
         self.out.flush().map_err(|e| self.io(e))?;
         self.out.get_ref().sync_data().map_err(|e| self.io(e))
+    }
+
+    /// Writes the checkpoint to `acceptor.log.new`, syncs it, renames it
+    /// over `acceptor.log` and syncs the directory: rename is atomic, so a
+    /// crash leaves one complete log or the other.
+    fn rewrite(&mut self, state: &AcceptorState) -> Result<(), StorageError> {
+        let tmp = self.dir.join("acceptor.log.new");
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StorageError::Io { path, source }
+        };
+        let mut buf = Vec::with_capacity(1 << 16);
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&FORMAT.to_le_bytes());
+        for r in state.checkpoint() {
+            Self::encode_into(&mut buf, &r)?;
+        }
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&buf).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(io(&self.path))?;
+        // The old writer's buffer only held records already in `state`.
+        self.out = BufWriter::with_capacity(1 << 16, file);
+        self.size = buf.len() as u64;
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.size
     }
 }
 

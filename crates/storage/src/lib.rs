@@ -9,9 +9,11 @@
 
 mod file;
 mod mem;
+mod snapshot;
 
 pub use file::FileStorage;
 pub use mem::MemStorage;
+pub use snapshot::SnapshotStore;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,6 +29,10 @@ pub enum Record {
         ballot: Ballot,
         value: Value,
     },
+    /// Every slot below `below` is forgotten (see the acceptor's docs).
+    Compacted {
+        below: Slot,
+    },
 }
 
 /// What an acceptor recovers on restart.
@@ -34,6 +40,7 @@ pub enum Record {
 pub struct AcceptorState {
     pub promised: Ballot,
     pub accepted: BTreeMap<Slot, (Ballot, Value)>,
+    pub compacted_below: Slot,
 }
 
 impl AcceptorState {
@@ -55,9 +62,41 @@ impl AcceptorState {
                 if ballot > self.promised {
                     self.promised = ballot.clone();
                 }
-                self.accepted.insert(slot, (ballot, value));
+                if slot >= self.compacted_below {
+                    self.accepted.insert(slot, (ballot, value));
+                }
             }
+            Record::Compacted { below } => self.compact(below),
         }
+    }
+
+    /// Forgets every slot below `below`; never moves backwards.
+    pub fn compact(&mut self, below: Slot) {
+        if below > self.compacted_below {
+            self.compacted_below = below;
+            self.accepted = self.accepted.split_off(&below);
+        }
+    }
+
+    /// The shortest list of records that rebuilds this state, for rewriting
+    /// a log whose history is mostly forgotten slots.
+    pub fn checkpoint(&self) -> Vec<Record> {
+        let mut records = vec![
+            Record::Promise(self.promised.clone()),
+            Record::Compacted {
+                below: self.compacted_below,
+            },
+        ];
+        records.extend(
+            self.accepted
+                .iter()
+                .map(|(slot, (ballot, value))| Record::Accept {
+                    slot: *slot,
+                    ballot: ballot.clone(),
+                    value: value.clone(),
+                }),
+        );
+        records
     }
 }
 
@@ -85,6 +124,12 @@ pub trait AcceptorStorage: Send {
     fn load(&mut self) -> Result<AcceptorState, StorageError>;
     fn append(&mut self, records: &[Record]) -> Result<(), StorageError>;
     fn sync(&mut self) -> Result<(), StorageError>;
+    /// Atomically replaces everything stored with `state` (durable when it
+    /// returns): a crash during the rewrite leaves either the old log or
+    /// the new one, never a mix.
+    fn rewrite(&mut self, state: &AcceptorState) -> Result<(), StorageError>;
+    /// Bytes the storage occupies, for compaction decisions and operators.
+    fn size(&self) -> u64;
 }
 
 #[cfg(test)]
@@ -145,6 +190,43 @@ mod tests {
         s.sync().unwrap();
         drop(s);
         assert_eq!(open().load().unwrap().promised, b(3, "a"));
+
+        // Compaction forgets slots below the mark, durably.
+        let mut s = open();
+        s.load().unwrap();
+        s.append(&[Record::Compacted { below: 3 }]).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let mut s = open();
+        let st = s.load().unwrap();
+        assert_eq!(
+            (
+                st.compacted_below,
+                st.accepted.keys().copied().collect::<Vec<_>>()
+            ),
+            (3, vec![5])
+        );
+
+        // A rewrite keeps exactly the state and shrinks what is stored.
+        for slot in 10..200 {
+            s.append(&[Record::Accept {
+                slot,
+                ballot: b(3, "a"),
+                value: v(1),
+            }])
+            .unwrap();
+        }
+        s.append(&[Record::Compacted { below: 190 }]).unwrap();
+        s.sync().unwrap();
+        let mut st = s.load().unwrap();
+        let before = s.size();
+        s.rewrite(&st).unwrap();
+        assert!(s.size() < before / 4, "{} -> {}", before, s.size());
+        s.append(&[Record::Promise(b(4, "a"))]).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        st.promised = b(4, "a");
+        assert_eq!(open().load().unwrap(), st);
     }
 
     #[test]

@@ -52,4 +52,16 @@ impl AcceptorStorage for MemStorage {
         self.syncs += 1;
         Ok(())
     }
+
+    fn rewrite(&mut self, state: &AcceptorState) -> Result<(), StorageError> {
+        // Unsynced appends are older than `state` and included in it.
+        self.volatile.clear();
+        *self.disk() = state.checkpoint();
+        self.syncs += 1;
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.disk().len() as u64
+    }
 }

@@ -36,6 +36,15 @@ pub use rng::SplitMix64;
 pub use state_machine::StateMachine;
 pub use value::{ClientId, Command, Value};
 
+/// Which nodes run which role: every role needs to know whom to talk to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Topology {
+    pub proposers: Vec<NodeId>,
+    pub acceptors: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    pub replicas: Vec<NodeId>,
+}
+
 /// Number of acceptors that form a majority of `n`.
 pub fn majority(n: usize) -> usize {
     n / 2 + 1

@@ -79,6 +79,9 @@ pub enum AcceptorMsg {
     /// A learner lost track of slots `[from_slot, to_slot)`: "tell me what
     /// you hold there now" (answered with `LearnerMsg::Fetched`).
     Fetch { from_slot: Slot, to_slot: Slot },
+    /// From the leader: a majority of replicas hold durable snapshots that
+    /// cover every slot below `below`, so those slots may be forgotten.
+    Compact { below: Slot },
 }
 
 /// One slot an acceptor reports in its promise: what it accepted, in which ballot.
@@ -96,6 +99,9 @@ pub enum ProposerMsg {
     Promise {
         ballot: Ballot,
         accepted: Vec<PromiseEntry>,
+        /// The acceptor forgot every slot below this (all chosen and in
+        /// replicas' snapshots); the new leader must not re-propose there.
+        compacted_below: Slot,
     },
     /// p2b: the acceptor accepted `slot` in `ballot`.
     Accepted { ballot: Ballot, slot: Slot },
@@ -111,6 +117,9 @@ pub enum ProposerMsg {
     },
     /// A learner saw `slot` chosen.
     Chosen { slot: Slot },
+    /// A replica's state up to (not including) `slot` is in a durable
+    /// snapshot; the leader compacts below what a majority of replicas hold.
+    SnapshotTaken { slot: Slot },
 }
 
 /// Messages a learner receives.
@@ -134,7 +143,12 @@ pub enum LearnerMsg {
         from_slot: Slot,
         to_slot: Slot,
         entries: Vec<PromiseEntry>,
+        /// The acceptor forgot every slot below this: "nothing here" means
+        /// nothing only at or above it.
+        compacted_below: Slot,
     },
+    /// From the leader, as for acceptors: slots below `below` may go.
+    Compact { below: Slot },
 }
 
 /// Messages a replica receives.
@@ -152,5 +166,21 @@ pub enum ReplicaMsg {
     Decisions {
         entries: Vec<(Slot, Ballot, Value)>,
         more: bool,
+    },
+    /// A learner no longer holds slots below `below`: the replica needs a
+    /// snapshot from a peer replica.
+    Compacted { below: Slot },
+    /// Peer replica: "send me your snapshot of `slot` from byte `offset`
+    /// on" (`offset == 0`: start a download of your latest snapshot, and
+    /// `slot` is ignored). The sender keeps a snapshot it is serving until
+    /// the download ends, however many newer ones it takes meanwhile.
+    SnapshotRequest { slot: Slot, offset: u64 },
+    /// One chunk of the sender's latest durable snapshot, which covers the
+    /// log below `slot` and is `total` bytes long. `total == 0`: none held.
+    SnapshotChunk {
+        slot: Slot,
+        offset: u64,
+        total: u64,
+        data: bytes::Bytes,
     },
 }

@@ -14,4 +14,13 @@ pub trait StateMachine: Send + 'static {
     /// A short fingerprint of the whole state; replicas that applied the same
     /// prefix of the log report the same digest.
     fn digest(&self) -> u64;
+
+    /// The whole state as bytes, for snapshots. Called on the replica's
+    /// thread between two commands, so it should be a copy, not a walk
+    /// over something slow.
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Replaces the state with one produced by [`StateMachine::snapshot`].
+    /// Bytes come from disk or from a peer: reject anything malformed.
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String>;
 }
