@@ -5,9 +5,10 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Cluster {
@@ -17,7 +18,17 @@ pub struct Cluster {
     /// Node id → (peer port, client port if a replica).
     pub nodes: BTreeMap<String, Option<u16>>,
     procs: BTreeMap<String, Child>,
+    /// Extra environment for every node process (config overrides such as
+    /// `SYNOD_LIMITS__SNAPSHOT_EVERY`).
+    env: Vec<(String, String)>,
 }
+
+/// Line the harness writes to a node's log before each start.
+const START_MARKER: &str = "=== harness: starting node ";
+
+/// Set this variable (to anything) to keep the temporary directory (config,
+/// data root, node logs) after the test; its path is printed.
+pub const KEEP_ENV: &str = "SYNOD_TEST_KEEP";
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -31,6 +42,13 @@ impl Cluster {
     /// Rewrites `configs/<name>` onto free ports and a temp data root and
     /// starts every node.
     pub fn start(name: &str, bin: &str) -> Result<Cluster> {
+        Self::start_with_env(name, bin, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra environment variables for every
+    /// node process, e.g. `[("SYNOD_LIMITS__SNAPSHOT_EVERY", "100")]`. They
+    /// also apply to nodes restarted later with [`Cluster::start_node`].
+    pub fn start_with_env(name: &str, bin: &str, env: &[(&str, &str)]) -> Result<Cluster> {
         let text = std::fs::read_to_string(repo_root().join("configs").join(name))?;
         let mut doc: toml::Table = text.parse()?;
         let dir = tempfile::tempdir()?;
@@ -67,6 +85,10 @@ impl Cluster {
             bin: PathBuf::from(bin),
             nodes,
             procs: BTreeMap::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         let ids: Vec<String> = c.nodes.keys().cloned().collect();
         for id in ids {
@@ -75,13 +97,24 @@ impl Cluster {
         Ok(c)
     }
 
+    /// Starts (or restarts) node `id`. Its stderr is appended to
+    /// `<tempdir>/<id>.log`, after a marker line, so the logs of earlier
+    /// runs of the same node stay readable (see [`Cluster::last_log`]).
     pub fn start_node(&mut self, id: &str) -> Result<()> {
-        let log = std::fs::File::create(self.dir.path().join(format!("{id}.log")))?;
+        if self.procs.contains_key(id) {
+            bail!("{id} is already running");
+        }
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{id}.log")))?;
+        writeln!(log, "{START_MARKER}{id}")?;
         let child = Command::new(&self.bin)
             .args(["node", "--config"])
             .arg(&self.config_path)
             .args(["--id", id])
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -101,6 +134,50 @@ impl Cluster {
         Ok(())
     }
 
+    /// Waits up to `limit` for the process of `id` to exit by itself and
+    /// returns its exit status; the node then counts as not running. An
+    /// error if it is still running after `limit` (it is left running).
+    pub fn wait_exit(&mut self, id: &str, limit: Duration) -> Result<ExitStatus> {
+        let start = Instant::now();
+        let child = self
+            .procs
+            .get_mut(id)
+            .ok_or_else(|| anyhow!("{id} not running"))?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.procs.remove(id);
+                return Ok(status);
+            }
+            if start.elapsed() >= limit {
+                bail!("{id} still running after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process of `id` was started and has not exited.
+    pub fn is_running(&mut self, id: &str) -> bool {
+        match self.procs.get_mut(id) {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// `<data_root>/<id>`: the node's data directory.
+    pub fn data_dir(&self, id: &str) -> PathBuf {
+        self.dir.path().join("data").join(id)
+    }
+
+    /// The node's acceptor log, `<data_root>/<id>/acceptor.log`.
+    pub fn acceptor_log(&self, id: &str) -> PathBuf {
+        self.data_dir(id).join("acceptor.log")
+    }
+
+    /// RESP port of a replica.
+    pub fn client_port(&self, id: &str) -> Option<u16> {
+        self.nodes.get(id).copied().flatten()
+    }
+
     pub fn replicas(&self) -> Vec<String> {
         self.nodes
             .iter()
@@ -111,15 +188,9 @@ impl Cluster {
 
     pub fn client(&self, id: &str) -> Result<redis::Connection> {
         let port = self
-            .nodes
-            .get(id)
-            .copied()
-            .flatten()
+            .client_port(id)
             .ok_or_else(|| anyhow!("{id} has no client port"))?;
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
-        let conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
-        conn.set_read_timeout(Some(Duration::from_secs(8)))?;
-        Ok(conn)
+        connect(port, Duration::from_secs(8))
     }
 
     /// One SET through `id`; Ok only if the cluster acknowledged it.
@@ -171,13 +242,167 @@ impl Cluster {
         Ok(start.elapsed())
     }
 
+    /// Everything node `id` wrote to stderr, over all its runs.
     pub fn log(&self, id: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{id}.log"))).unwrap_or_default()
     }
+
+    /// What node `id` wrote to stderr since it was last started.
+    pub fn last_log(&self, id: &str) -> String {
+        let all = self.log(id);
+        let marker = format!("{START_MARKER}{id}\n");
+        match all.rfind(&marker) {
+            Some(i) => all[i + marker.len()..].to_string(),
+            None => all,
+        }
+    }
+}
+
+/// A RESP connection to a local port, with a read timeout.
+pub fn connect(port: u16, read_timeout: Duration) -> Result<redis::Connection> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(read_timeout))?;
+    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
+    Ok(conn)
+}
+
+/// One record of an acceptor log, as framed on disk.
+#[derive(Clone, Debug)]
+pub struct LogRecord {
+    /// Byte offset of the record's length prefix in the file.
+    pub offset: u64,
+    /// Payload length.
+    pub len: u32,
+    /// Variant of the bincode-encoded `Record`: 0 Promise, 1 Accept,
+    /// 2 Compacted.
+    pub tag: u8,
+    /// The slot of an Accept, the `below` of a Compacted.
+    pub slot: Option<u64>,
+}
+
+/// What [`read_acceptor_log`] found.
+#[derive(Clone, Debug, Default)]
+pub struct AcceptorLog {
+    pub file_len: u64,
+    /// End of the last record whose length and checksum are intact.
+    pub intact_len: u64,
+    pub records: Vec<LogRecord>,
+}
+
+impl AcceptorLog {
+    pub const HEADER: u64 = 12;
+
+    pub fn accepts(&self) -> usize {
+        self.records.iter().filter(|r| r.tag == 1).count()
+    }
+
+    /// The highest `Compacted { below }` mark in the log (0 if none).
+    pub fn compacted_below(&self) -> u64 {
+        self.records
+            .iter()
+            .filter(|r| r.tag == 2)
+            .filter_map(|r| r.slot)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The lowest slot with an Accept record still in the log.
+    pub fn lowest_accepted_slot(&self) -> Option<u64> {
+        self.records
+            .iter()
+            .filter(|r| r.tag == 1)
+            .filter_map(|r| r.slot)
+            .min()
+    }
+}
+
+/// bincode "standard" varint: < 251 in one byte, else a marker byte and a
+/// little-endian u16/u32/u64.
+fn varint(b: &[u8]) -> Option<(u64, usize)> {
+    let first = *b.first()?;
+    let le = |n: usize| -> Option<u64> {
+        let bytes = b.get(1..1 + n)?;
+        Some(
+            bytes
+                .iter()
+                .rev()
+                .fold(0u64, |acc, x| (acc << 8) | u64::from(*x)),
+        )
+    };
+    match first {
+        0..=250 => Some((u64::from(first), 1)),
+        251 => Some((le(2)?, 3)),
+        252 => Some((le(4)?, 5)),
+        253 => Some((le(8)?, 9)),
+        _ => None,
+    }
+}
+
+/// Reads an acceptor log without the storage crate: checks the header,
+/// walks the `u32 len | u32 crc32 | payload` frames up to the first one that
+/// is short or fails its checksum, and decodes just enough of each payload
+/// (variant tag, first field) to tell records apart. Read-only, so it may
+/// look at the log of a running node (a half-written tail just ends the walk).
+pub fn read_acceptor_log(path: &Path) -> Result<AcceptorLog> {
+    let buf = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if buf.len() < 12 || &buf[..8] != b"SYNODACC" {
+        bail!("{}: no acceptor log header", path.display());
+    }
+    let mut log = AcceptorLog {
+        file_len: buf.len() as u64,
+        ..Default::default()
+    };
+    let mut off = AcceptorLog::HEADER as usize;
+    while off + 8 <= buf.len() {
+        let len = u32::from_le_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]);
+        let crc = u32::from_le_bytes([buf[off + 4], buf[off + 5], buf[off + 6], buf[off + 7]]);
+        let Some(payload) = buf.get(off + 8..off + 8 + len as usize) else {
+            break;
+        };
+        if crc32(payload) != crc {
+            break;
+        }
+        let (tag, used) = varint(payload).unwrap_or((u64::MAX, 0));
+        let slot = match tag {
+            1 | 2 => varint(&payload[used..]).map(|(v, _)| v),
+            _ => None,
+        };
+        log.records.push(LogRecord {
+            offset: off as u64,
+            len,
+            tag: u8::try_from(tag).unwrap_or(u8::MAX),
+            slot,
+        });
+        off += 8 + len as usize;
+    }
+    log.intact_len = off as u64;
+    Ok(log)
+}
+
+/// CRC-32 (IEEE, reflected, as `crc32fast` computes it), bit by bit: the
+/// logs the tests read are small.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::env::var_os(KEEP_ENV).is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("{KEEP_ENV}: keeping {}", self.dir.path().display());
+        }
         for (_, mut c) in std::mem::take(&mut self.procs) {
             let _ = c.kill();
             let _ = c.wait();

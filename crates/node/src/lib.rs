@@ -19,7 +19,7 @@ use synod_learner::actor::LearnerActor;
 use synod_learner::Learner;
 use synod_proposer::actor::ProposerActor;
 use synod_proposer::{Proposer, ProposerConfig};
-use synod_replica::actor::{ReplicaActor, ReplicaHandle};
+use synod_replica::actor::{ReplicaActor, ReplicaHandle, SetStatusExtra};
 use synod_replica::{Replica, ReplicaConfig};
 use synod_storage::{AcceptorStorage, FileStorage, SnapshotStore};
 use synod_transport::{LocalRoles, Register, Router, TransportConfig};
@@ -116,6 +116,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
 
         let topology = cfg.topology();
 
+        let mut acceptor_stats = None;
         let acceptor = if node.has(Role::Acceptor) {
             let dir = cfg.data_dir(&node);
             let mut storage = FileStorage::open(&dir)?;
@@ -123,7 +124,9 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             tracing::info!(node = %me, dir = %dir.display(), promised = ?recovered.promised,
                 accepted = recovered.accepted.len(), "acceptor recovered");
             let logic = Acceptor::new(topology.learners.clone(), recovered);
-            Some(AcceptorActor::new(me.clone(), logic, Box::new(storage), router.clone()).start())
+            let actor = AcceptorActor::new(me.clone(), logic, Box::new(storage), router.clone());
+            acceptor_stats = Some(actor.stats());
+            Some(actor.start())
         } else {
             None
         };
@@ -171,6 +174,21 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             None
         };
         let replica = replica_actor.as_ref().map(ReplicaActor::handle_of);
+        if let (Some(r), Some(a)) = (&replica_actor, &acceptor_stats) {
+            let stats = a.clone();
+            r.do_send(SetStatusExtra(Box::new(move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                vec![
+                    ("acceptor_fsyncs".into(), stats.syncs.load(Relaxed)),
+                    ("acceptor_records".into(), stats.records.load(Relaxed)),
+                    ("acceptor_rewrites".into(), stats.rewrites.load(Relaxed)),
+                    (
+                        "acceptor_storage_bytes".into(),
+                        stats.storage_bytes.load(Relaxed),
+                    ),
+                ]
+            })));
+        }
 
         router.do_send(Register(LocalRoles {
             proposer: proposer.clone().map(|a| a.recipient()),

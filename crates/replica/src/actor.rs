@@ -52,7 +52,17 @@ pub struct ReplicaStatus {
     /// [`StateMachine::digest`] of the current state.
     pub digest: u64,
     pub leader_hint: Option<NodeId>,
+    /// Figures from other roles of this node (e.g. acceptor fsync counts).
+    pub extra: Vec<(String, u64)>,
 }
+
+/// Reports extra figures alongside the replica status.
+pub type StatusExtra = Box<dyn Fn() -> Vec<(String, u64)> + Send>;
+
+/// Installs the source of [`ReplicaStatus::extra`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetStatusExtra(pub StatusExtra);
 
 /// The addresses a client front end needs; independent of the state machine type.
 #[derive(Clone)]
@@ -71,6 +81,7 @@ pub struct ReplicaActor<S: StateMachine> {
     /// Where snapshots go; `None` keeps them in memory only (tests).
     store: Option<SnapshotStore>,
     writer: Option<mpsc::Sender<Snapshot>>,
+    extra: Option<StatusExtra>,
 }
 
 #[derive(Message)]
@@ -94,6 +105,7 @@ impl<S: StateMachine + Unpin> ReplicaActor<S> {
             waiting: HashMap::new(),
             store,
             writer: None,
+            extra: None,
         }
     }
 
@@ -165,6 +177,13 @@ impl<S: StateMachine + Unpin> Actor for ReplicaActor<S> {
     }
 }
 
+impl<S: StateMachine + Unpin> Handler<SetStatusExtra> for ReplicaActor<S> {
+    type Result = ();
+    fn handle(&mut self, SetStatusExtra(f): SetStatusExtra, _: &mut Context<Self>) {
+        self.extra = Some(f);
+    }
+}
+
 impl<S: StateMachine + Unpin> Handler<SnapshotSaved> for ReplicaActor<S> {
     type Result = ();
     fn handle(&mut self, SnapshotSaved(r): SnapshotSaved, _: &mut Context<Self>) {
@@ -217,6 +236,7 @@ impl<S: StateMachine + Unpin> Handler<GetStatus> for ReplicaActor<S> {
             snapshot: self.logic.snapshot_slot(),
             digest: self.logic.state().digest(),
             leader_hint: self.logic.leader_hint().cloned(),
+            extra: self.extra.as_ref().map(|f| f()).unwrap_or_default(),
         }
     }
 }

@@ -499,22 +499,32 @@ impl Session {
 pub fn status_frame(view: StatusView, status: Option<&ReplicaStatus>) -> BytesFrame {
     match (view, status) {
         (StatusView::Synod, None) => error("ERR the local replica did not answer"),
-        (StatusView::Synod, Some(s)) => BytesFrame::Array(vec![
-            bulk_str("node"),
-            bulk_str(s.node.as_str()),
-            bulk_str("applied"),
-            BytesFrame::Integer(i64::try_from(s.applied).unwrap_or(i64::MAX)),
-            bulk_str("snapshot"),
-            BytesFrame::Integer(i64::try_from(s.snapshot).unwrap_or(i64::MAX)),
-            bulk_str("digest"),
-            bulk_str(&format!("{:016x}", s.digest)),
-            bulk_str("leader"),
-            s.leader_hint
-                .as_ref()
-                .map_or(BytesFrame::Null, |l| bulk_str(l.as_str())),
-        ]),
+        (StatusView::Synod, Some(s)) => BytesFrame::Array(status_pairs(s)),
         (StatusView::Info, status) => bulk_str(&info_text(status)),
     }
+}
+
+fn status_pairs(s: &ReplicaStatus) -> Vec<BytesFrame> {
+    let int = |v: u64| BytesFrame::Integer(i64::try_from(v).unwrap_or(i64::MAX));
+    let mut pairs = vec![
+        bulk_str("node"),
+        bulk_str(s.node.as_str()),
+        bulk_str("applied"),
+        BytesFrame::Integer(i64::try_from(s.applied).unwrap_or(i64::MAX)),
+        bulk_str("snapshot"),
+        BytesFrame::Integer(i64::try_from(s.snapshot).unwrap_or(i64::MAX)),
+        bulk_str("digest"),
+        bulk_str(&format!("{:016x}", s.digest)),
+        bulk_str("leader"),
+        s.leader_hint
+            .as_ref()
+            .map_or(BytesFrame::Null, |l| bulk_str(l.as_str())),
+    ];
+    for (k, v) in &s.extra {
+        pairs.push(bulk_str(k));
+        pairs.push(int(*v));
+    }
+    pairs
 }
 
 fn info_text(status: Option<&ReplicaStatus>) -> String {
@@ -536,6 +546,9 @@ fn info_text(status: Option<&ReplicaStatus>) -> String {
             st.digest,
             st.leader_hint.as_ref().map(|l| l.as_str()).unwrap_or("")
         ));
+        for (k, v) in &st.extra {
+            s.push_str(&format!("synod_{k}:{v}\r\n"));
+        }
     }
     s
 }
@@ -833,6 +846,7 @@ mod tests {
             snapshot: 5,
             digest: 0xab,
             leader_hint: Some(NodeId::new("n2")),
+            extra: vec![],
         };
         assert_eq!(
             status_frame(StatusView::Synod, Some(&st)),

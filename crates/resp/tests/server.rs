@@ -103,6 +103,7 @@ impl Handler<GetStatus> for FakeReplica {
             snapshot: 0,
             digest: self.store.digest(),
             leader_hint: Some(NodeId::new("fake1")),
+            extra: vec![],
         }
     }
 }

@@ -90,62 +90,100 @@ impl FileStorage {
         }
     }
 
-    fn corrupt(&self, offset: u64, reason: impl Into<String>) -> StorageError {
-        StorageError::Corrupt {
-            path: self.path.clone(),
-            offset,
-            reason: reason.into(),
-        }
-    }
-
-    /// Reads every intact record; returns them and the offset where the
-    /// intact prefix ends.
     fn scan(&self) -> Result<(Vec<Record>, u64, u64), StorageError> {
-        let mut buf = Vec::new();
-        File::open(&self.path)
-            .and_then(|mut f| f.read_to_end(&mut buf))
-            .map_err(|e| self.io(e))?;
-        if buf.len() < HEADER as usize || &buf[..8] != MAGIC {
-            return Err(self.corrupt(0, "missing or wrong file header"));
-        }
-        let format = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        if format != FORMAT {
-            return Err(self.corrupt(8, format!("unknown format version {format}")));
-        }
-        let total = buf.len() as u64;
-        let mut records = Vec::new();
-        let mut off = HEADER as usize;
-        while off < buf.len() {
-            let rest = &buf[off..];
-            if rest.len() < 8 {
-                break; // torn header of the last record
-            }
-            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-            let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-            if len > MAX_RECORD {
-                if rest.len() as u64 <= 8 + MAX_RECORD as u64 {
-                    break; // garbage length in the tail: torn
-                }
-                return Err(self.corrupt(off as u64, format!("record length {len} too large")));
-            }
-            let end = 8 + len as usize;
-            if rest.len() < end {
-                break; // torn payload
-            }
-            let payload = &rest[8..end];
-            if crc32fast::hash(payload) != crc {
-                if rest.len() == end {
-                    break; // torn: checksum of the very last record
-                }
-                return Err(self.corrupt(off as u64, "checksum mismatch"));
-            }
-            let record: Record = synod_codec::decode(payload)
-                .map_err(|e| self.corrupt(off as u64, e.to_string()))?;
-            records.push(record);
-            off += end;
-        }
-        Ok((records, off as u64, total))
+        scan(&self.path)
     }
+}
+
+/// What `synod inspect` shows about an acceptor log, read without
+/// changing it (a torn tail is reported, not cut).
+#[derive(Debug)]
+pub struct LogReport {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub records: usize,
+    /// Bytes after the last intact record (a torn write), if any.
+    pub torn_bytes: u64,
+    pub state: AcceptorState,
+}
+
+/// Reads `dir/acceptor.log` read-only. Corruption inside the durable
+/// prefix is an error naming the file and offset, exactly as at startup.
+pub fn inspect_log(dir: &Path) -> Result<LogReport, StorageError> {
+    let path = dir.join("acceptor.log");
+    let (records, good, total) = scan(&path)?;
+    let mut state = AcceptorState::default();
+    let n = records.len();
+    for r in records {
+        state.apply(r);
+    }
+    Ok(LogReport {
+        path,
+        bytes: total,
+        records: n,
+        torn_bytes: total - good,
+        state,
+    })
+}
+
+/// Reads every intact record of the log at `path`; returns them, the
+/// offset where the intact prefix ends, and the file's length.
+fn scan(path: &Path) -> Result<(Vec<Record>, u64, u64), StorageError> {
+    let corrupt = |offset: u64, reason: String| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    };
+    let mut buf = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut buf))
+        .map_err(|source| StorageError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if buf.len() < HEADER as usize || &buf[..8] != MAGIC {
+        return Err(corrupt(0, "missing or wrong file header".into()));
+    }
+    let format = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
+    if format != FORMAT {
+        return Err(corrupt(8, format!("unknown format version {format}")));
+    }
+    let total = buf.len() as u64;
+    let mut records = Vec::new();
+    let mut off = HEADER as usize;
+    while off < buf.len() {
+        let rest = &buf[off..];
+        if rest.len() < 8 {
+            break; // torn header of the last record
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if len > MAX_RECORD {
+            if rest.len() as u64 <= 8 + MAX_RECORD as u64 {
+                break; // garbage length in the tail: torn
+            }
+            return Err(corrupt(
+                off as u64,
+                format!("record length {len} too large"),
+            ));
+        }
+        let end = 8 + len as usize;
+        if rest.len() < end {
+            break; // torn payload
+        }
+        let payload = &rest[8..end];
+        if crc32fast::hash(payload) != crc {
+            if rest.len() == end {
+                break; // torn: checksum of the very last record
+            }
+            return Err(corrupt(off as u64, "checksum mismatch".into()));
+        }
+        let record: Record =
+            synod_codec::decode(payload).map_err(|e| corrupt(off as u64, e.to_string()))?;
+        records.push(record);
+        off += end;
+    }
+    Ok((records, off as u64, total))
 }
 
 impl AcceptorStorage for FileStorage {

@@ -11,7 +11,7 @@ mod file;
 mod mem;
 mod snapshot;
 
-pub use file::FileStorage;
+pub use file::{inspect_log, FileStorage, LogReport};
 pub use mem::MemStorage;
 pub use snapshot::SnapshotStore;
 
