@@ -6,6 +6,31 @@
 //! sits behind [`AcceptorStorage`]; [`FileStorage`] is the on-disk log and
 //! [`MemStorage`] the simulator's twin that can "crash" and keep only what
 //! was synced. Both run the same conformance suite (`tests` below).
+//! Replica snapshots live in [`SnapshotStore`].
+//!
+//! ## Why a purpose-built log and not an embedded engine
+//!
+//! An acceptor's write pattern is an append-only stream of small records,
+//! group-committed, read back only at startup; compaction drops a prefix.
+//! That is what etcd's WAL and TiKV's raft-engine are built for. Measured
+//! side by side in one run on this project's 2-core VM
+//! (`cargo run --release -p synod-storage-bench -- --dir /work`, 20,000
+//! 269-byte accept records, 3 rounds), throughput relative to this log:
+//!
+//! | records per sync | redb 4.6 | fjall 3.1 |
+//! |---|---|---|
+//! | 1  | 0.79× | 1.30× |
+//! | 16 | 0.55× | 0.91× |
+//! | 64 | 0.57× | 0.75× |
+//!
+//! Recovery (replay of all records) took 4.5 ms here, 1.7× that with redb
+//! and 6–7× with fjall; disk per record 281 B here, 7–17 % more there. At
+//! the batch sizes group commit produces under load (16–64) this log is the
+//! fastest. fjall wins at batch 1 only because it writes into a pre-sized
+//! journal (no file-size update per `fdatasync`); the bench's "prealloc"
+//! row shows our own format gains the same there, a possible follow-up.
+//! Space is reclaimed by rewriting the live state into a fresh file once
+//! dead records dominate (`AcceptorStorage::rewrite`), atomically by rename.
 
 mod file;
 mod mem;
