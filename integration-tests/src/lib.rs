@@ -18,8 +18,7 @@ pub struct Cluster {
     /// Node id → (peer port, client port if a replica).
     pub nodes: BTreeMap<String, Option<u16>>,
     procs: BTreeMap<String, Child>,
-    /// Extra environment for every node process (config overrides such as
-    /// `SYNOD_LIMITS__SNAPSHOT_EVERY`).
+    /// Extra environment for every node process.
     env: Vec<(String, String)>,
 }
 
@@ -46,11 +45,42 @@ impl Cluster {
     }
 
     /// Like [`Cluster::start`], with extra environment variables for every
-    /// node process, e.g. `[("SYNOD_LIMITS__SNAPSHOT_EVERY", "100")]`. They
-    /// also apply to nodes restarted later with [`Cluster::start_node`].
+    /// node process, passed as given. They also apply to nodes restarted
+    /// later with [`Cluster::start_node`].
     pub fn start_with_env(name: &str, bin: &str, env: &[(&str, &str)]) -> Result<Cluster> {
+        Self::start_with(name, bin, &[], env)
+    }
+
+    /// Like [`Cluster::start`], after setting `settings` in the rewritten
+    /// config file: `("limits.snapshot_every", "100")` sets key
+    /// `snapshot_every` of table `[limits]` to the TOML value `100`. And
+    /// with extra environment variables for every node process.
+    pub fn start_with(
+        name: &str,
+        bin: &str,
+        settings: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Result<Cluster> {
         let text = std::fs::read_to_string(repo_root().join("configs").join(name))?;
         let mut doc: toml::Table = text.parse()?;
+        for (path, value) in settings {
+            let value = format!("v = {value}")
+                .parse::<toml::Table>()
+                .with_context(|| format!("setting {path} = {value}"))?
+                .remove("v")
+                .ok_or_else(|| anyhow!("setting {path}: no value"))?;
+            let mut table = &mut doc;
+            let mut parts: Vec<&str> = path.split('.').collect();
+            let key = parts.pop().unwrap_or_default();
+            for part in parts {
+                table = table
+                    .entry(part)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| anyhow!("setting {path}: {part} is not a table"))?;
+            }
+            table.insert(key.to_string(), value);
+        }
         let dir = tempfile::tempdir()?;
         doc.insert(
             "data_root".into(),
@@ -242,9 +272,12 @@ impl Cluster {
         Ok(start.elapsed())
     }
 
-    /// Everything node `id` wrote to stderr, over all its runs.
+    /// Everything node `id` wrote to stderr, over all its runs, without
+    /// terminal colour codes.
     pub fn log(&self, id: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("{id}.log"))).unwrap_or_default()
+        let raw =
+            std::fs::read_to_string(self.dir.path().join(format!("{id}.log"))).unwrap_or_default();
+        strip_ansi(&raw)
     }
 
     /// What node `id` wrote to stderr since it was last started.
@@ -256,6 +289,24 @@ impl Cluster {
             None => all,
         }
     }
+}
+
+/// Drops `ESC [ ... letter` sequences (the node colours its log).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
 }
 
 /// A RESP connection to a local port, with a read timeout.

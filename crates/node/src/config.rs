@@ -105,6 +105,22 @@ impl Default for Limits {
     }
 }
 
+/// The `SYNOD_*` variables that name config keys. Others with that prefix
+/// (say `SYNOD_BIN` for a script) are not ours and must not be read as
+/// unknown config keys.
+fn config_env() -> config::Map<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            let Some(key) = k.strip_prefix("SYNOD_") else {
+                return false;
+            };
+            matches!(key, "CLUSTER_ID" | "DATA_ROOT")
+                || key.starts_with("TIMING__")
+                || key.starts_with("LIMITS__")
+        })
+        .collect()
+}
+
 fn default_data_root() -> PathBuf {
     PathBuf::from("data")
 }
@@ -129,8 +145,10 @@ impl ClusterConfig {
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix("SYNOD")
+                    .prefix_separator("_")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .source(Some(config_env())),
             )
             .build()
             .and_then(|c| c.try_deserialize())
