@@ -30,6 +30,19 @@ pub enum SetCond {
 /// One command of the store, as it travels through the log.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
 pub enum KvCommand {
+    /// Compare-and-set: write `new` only if the key currently holds exactly
+    /// `expected` (`None`: only if the key is absent). Answers 1 or 0.
+    Cas {
+        key: Bytes,
+        expected: Option<Bytes>,
+        new: Bytes,
+    },
+    /// Adds `by` to the integer stored at `key` (absent counts as 0) and
+    /// answers the new value; refuses non-integers and overflow like Redis.
+    Incr {
+        key: Bytes,
+        by: i64,
+    },
     /// Reads go through the log too, so a read sees every write chosen
     /// before it (linearizable reads without leases).
     Get {
@@ -69,6 +82,9 @@ pub enum KvOutput {
     Value(Bytes),
     Int(i64),
     Values(Vec<Option<Bytes>>),
+    /// The command was applied (deterministically) and refused, e.g. INCR
+    /// of a value that is not an integer; the state did not change.
+    Error(String),
 }
 
 impl KvOutput {
@@ -154,6 +170,32 @@ impl StateMachine for KvStore {
                 KvOutput::Values(keys.iter().map(|k| self.data.get(k).cloned()).collect())
             }
             KvCommand::DbSize => KvOutput::count(self.data.len()),
+            KvCommand::Cas { key, expected, new } => {
+                if self.data.get(&key) == expected.as_ref() {
+                    self.data.insert(key, new);
+                    KvOutput::Int(1)
+                } else {
+                    KvOutput::Int(0)
+                }
+            }
+            KvCommand::Incr { key, by } => {
+                let current = match self.data.get(&key) {
+                    None => Some(0),
+                    Some(v) => std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok()),
+                };
+                match current.map(|c| c.checked_add(by)) {
+                    None => KvOutput::Error("ERR value is not an integer or out of range".into()),
+                    Some(None) => {
+                        KvOutput::Error("ERR increment or decrement would overflow".into())
+                    }
+                    Some(Some(n)) => {
+                        self.data.insert(key, Bytes::from(n.to_string()));
+                        KvOutput::Int(n)
+                    }
+                }
+            }
         }
     }
 
@@ -238,6 +280,54 @@ mod tests {
 
     fn get(k: &str) -> KvCommand {
         KvCommand::Get { key: b(k) }
+    }
+
+    #[test]
+    fn cas_swaps_only_on_an_exact_match() {
+        let mut kv = KvStore::new();
+        let cas = |e: Option<&str>, n: &str| KvCommand::Cas {
+            key: Bytes::from("k"),
+            expected: e.map(|e| Bytes::from(e.to_string())),
+            new: Bytes::from(n.to_string()),
+        };
+        assert_eq!(
+            kv.apply(cas(Some("1"), "2")),
+            KvOutput::Int(0),
+            "absent is not \"1\""
+        );
+        assert_eq!(kv.apply(cas(None, "1")), KvOutput::Int(1));
+        assert_eq!(
+            kv.apply(cas(None, "9")),
+            KvOutput::Int(0),
+            "no longer absent"
+        );
+        assert_eq!(kv.apply(cas(Some("1"), "2")), KvOutput::Int(1));
+        assert_eq!(
+            kv.apply(cas(Some("1"), "3")),
+            KvOutput::Int(0),
+            "a retry of the same CAS fails"
+        );
+        assert_eq!(kv.get(b"k"), Some(&Bytes::from("2")));
+    }
+
+    #[test]
+    fn incr_counts_from_zero_and_refuses_non_integers() {
+        let mut kv = KvStore::new();
+        let incr = |by| KvCommand::Incr {
+            key: Bytes::from("n"),
+            by,
+        };
+        assert_eq!(kv.apply(incr(1)), KvOutput::Int(1));
+        assert_eq!(kv.apply(incr(-5)), KvOutput::Int(-4));
+        kv.apply(set("n", "abc", SetCond::Always, false));
+        assert!(matches!(kv.apply(incr(1)), KvOutput::Error(_)));
+        assert_eq!(
+            kv.get(b"n"),
+            Some(&Bytes::from("abc")),
+            "refused INCR changes nothing"
+        );
+        kv.apply(set("n", &i64::MAX.to_string(), SetCond::Always, false));
+        assert!(matches!(kv.apply(incr(1)), KvOutput::Error(e) if e.contains("overflow")));
     }
 
     #[test]

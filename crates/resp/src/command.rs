@@ -21,6 +21,11 @@ pub const COMMANDS: &[&str] = &[
     "exists",
     "mget",
     "dbsize",
+    "cas",
+    "incr",
+    "incrby",
+    "decr",
+    "decrby",
     "ping",
     "echo",
     "quit",
@@ -133,11 +138,22 @@ pub fn output_frame(out: KvOutput) -> BytesFrame {
         KvOutput::Nil => BytesFrame::Null,
         KvOutput::Value(v) => bulk(v),
         KvOutput::Int(n) => BytesFrame::Integer(n),
+        KvOutput::Error(e) => error(e),
         KvOutput::Values(vs) => BytesFrame::Array(
             vs.into_iter()
                 .map(|v| v.map_or(BytesFrame::Null, bulk))
                 .collect(),
         ),
+    }
+}
+
+fn incr(key: &Bytes, by: Option<i64>) -> Request {
+    match by {
+        Some(by) => Request::Kv(KvCommand::Incr {
+            key: key.clone(),
+            by,
+        }),
+        None => Request::Reply(error("ERR value is not an integer or out of range")),
     }
 }
 
@@ -195,6 +211,35 @@ pub fn parse_request(frame: BytesFrame) -> Request {
             })
         }),
         b"dbsize" => need("dbsize", 0, Some(0)).map(|()| Request::Kv(KvCommand::DbSize)),
+        b"cas" => need("cas", 3, Some(3)).map(|()| {
+            Request::Kv(KvCommand::Cas {
+                key: args[0].clone(),
+                expected: Some(args[1].clone()),
+                new: args[2].clone(),
+            })
+        }),
+        b"incr" | b"decr" => {
+            let (name, by) = if lname == b"incr" {
+                ("incr", 1)
+            } else {
+                ("decr", -1)
+            };
+            need(name, 1, Some(1)).map(|()| incr(&args[0], Some(by)))
+        }
+        b"incrby" | b"decrby" => {
+            let (name, sign) = if lname == b"incrby" {
+                ("incrby", 1)
+            } else {
+                ("decrby", -1)
+            };
+            need(name, 2, Some(2)).map(|()| {
+                let by = std::str::from_utf8(&args[1])
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .and_then(|n| n.checked_mul(sign));
+                incr(&args[0], by)
+            })
+        }
         b"ping" => need("ping", 0, Some(1)).map(|()| {
             Request::Reply(match args.first() {
                 None => BytesFrame::SimpleString(Bytes::from_static(b"PONG")),
@@ -611,6 +656,33 @@ mod tests {
             })
         );
         assert_eq!(req(&["DBSIZE"]), Request::Kv(KvCommand::DbSize));
+        assert_eq!(
+            req(&["CAS", "k", "old", "new"]),
+            Request::Kv(KvCommand::Cas {
+                key: b("k"),
+                expected: Some(b("old")),
+                new: b("new")
+            })
+        );
+        assert_eq!(
+            req(&["INCR", "n"]),
+            Request::Kv(KvCommand::Incr { key: b("n"), by: 1 })
+        );
+        assert_eq!(
+            req(&["DECRBY", "n", "5"]),
+            Request::Kv(KvCommand::Incr {
+                key: b("n"),
+                by: -5
+            })
+        );
+        assert!(matches!(
+            req(&["INCRBY", "n", "x"]),
+            Request::Reply(BytesFrame::Error(_))
+        ));
+        assert!(matches!(
+            req(&["CAS", "k", "v"]),
+            Request::Reply(BytesFrame::Error(_))
+        ));
     }
 
     #[test]
