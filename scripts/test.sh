@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this script):
 # formatting, lints, unit + integration tests, the deterministic simulator
-# over many seeds, and a smoke run of scripts/cluster.sh with redis-cli.
+# over many seeds, a smoke run of scripts/cluster.sh with redis-cli, and a
+# bounded Jepsen-style fault run with a linearizability check.
 #
 # SIM_SEEDS (default 1000) sets how many simulator seeds run.
 set -euo pipefail
@@ -30,6 +31,17 @@ cargo run -q --release -p synod-sim -- --seeds "${SIM_SEEDS:-1000}"
 
 step "cluster.sh smoke (redis-cli against a 3-process cluster)"
 scripts/smoke-cluster.sh
+
+# Real processes in network namespaces, every nemesis once (tc netem delay
+# only where the kernel has it), 10 clients, history checked for
+# linearizability. A failing run keeps run/jepsen/<timestamp>/ (history,
+# seed, faults, node logs). JEPSEN_SEED=N replays a schedule.
+step "jepsen: all nemeses, linearizability checked"
+if [ "$(id -u)" = 0 ] && [ -z "${SKIP_JEPSEN:-}" ]; then
+    scripts/jepsen.sh --nemesis all --time "${JEPSEN_TIME:-90}" --seed "${JEPSEN_SEED:-$(date +%s)}"
+else
+    echo "skipped: network namespaces need root (or SKIP_JEPSEN is set)"
+fi
 
 echo
 echo "all checks passed"
