@@ -14,6 +14,7 @@ mod cluster;
 mod history;
 mod nemesis;
 mod net;
+mod plot;
 mod signal;
 
 use anyhow::{bail, Context, Result};
@@ -300,6 +301,18 @@ fn run(args: &Args) -> Result<bool> {
     if !interrupted {
         check_linearizable(&dir.join("history.lincheck.jsonl"), &mut report, &mut ok)?;
     }
+    let spans: Vec<(&str, u64, u64)> = windows
+        .iter()
+        .map(|w| (w.fault, w.start_ns, w.end_ns))
+        .collect();
+    let end_ns = ops
+        .iter()
+        .filter_map(|o| o.end.as_ref().map(|e| e.1))
+        .max()
+        .unwrap_or(final_heal_ns);
+    let svg = dir.join("timeline.svg");
+    std::fs::write(&svg, plot::timeline_svg(&ops, &spans, end_ns))?;
+    writeln!(report, "timeline: {}", svg.display())?;
     let summary = summarize(
         args,
         seed,
