@@ -23,6 +23,9 @@ pub struct Shared {
     pub keys: Vec<String>,
     pub op_timeout: Duration,
     pub seed: u64,
+    /// Each worker pauses up to this long between ops, which keeps the
+    /// history small enough to check (the search grows with concurrency).
+    pub think: Duration,
 }
 
 enum Reply {
@@ -58,6 +61,9 @@ pub fn worker(idx: u64, sh: Arc<Shared>) {
             }
             continue;
         };
+        if !sh.think.is_zero() {
+            std::thread::sleep(sh.think.mul_f64(rng.gen_range(0.0..1.0)));
+        }
         let key = sh.keys[rng.gen_range(0..sh.keys.len())].clone();
         let last = seen.get(&key).cloned().flatten();
         let roll = rng.gen_range(0..100);

@@ -65,6 +65,13 @@ struct Args {
     /// Per-operation client timeout.
     #[arg(long, default_value_t = 1000)]
     op_timeout_ms: u64,
+    /// Each client waits a random 0..THINK ms between operations.
+    #[arg(long, default_value_t = 0)]
+    think_ms: u64,
+    /// Checker budget per key, in search states (bounds its memory); a
+    /// history it cannot decide within it is reported as unknown.
+    #[arg(long, default_value_t = 200_000)]
+    max_states: u64,
     /// Remove leftover namespaces, veths and the bridge, then exit.
     #[arg(long)]
     cleanup: bool,
@@ -193,6 +200,7 @@ fn run(args: &Args) -> Result<bool> {
         keys: (0..args.keys).map(|k| format!("k{k}")).collect(),
         op_timeout: Duration::from_millis(args.op_timeout_ms),
         seed,
+        think: Duration::from_millis(args.think_ms),
     });
     let workers: Vec<_> = (0..args.clients)
         .map(|i| {
@@ -299,7 +307,12 @@ fn run(args: &Args) -> Result<bool> {
     c.stop_all();
 
     if !interrupted {
-        check_linearizable(&dir.join("history.lincheck.jsonl"), &mut report, &mut ok)?;
+        check_linearizable(
+            &dir.join("history.lincheck.jsonl"),
+            args.max_states,
+            &mut report,
+            &mut ok,
+        )?;
     }
     let spans: Vec<(&str, u64, u64)> = windows
         .iter()
@@ -331,14 +344,19 @@ fn run(args: &Args) -> Result<bool> {
 
 /// Runs the linearizability checker on the recorded history; a violation
 /// or an exhausted search budget fails the run.
-fn check_linearizable(path: &Path, report: &mut String, ok: &mut bool) -> anyhow::Result<()> {
+fn check_linearizable(
+    path: &Path,
+    max_states: u64,
+    report: &mut String,
+    ok: &mut bool,
+) -> anyhow::Result<()> {
     use synod_linearizability::{check_report, CheckResult, History, Limits};
     let file = std::fs::File::open(path)?;
     let history = History::from_jsonl(std::io::BufReader::new(file))?;
     let started = std::time::Instant::now();
     let limits = Limits {
+        max_states: Some(max_states),
         max_time: Some(Duration::from_secs(120)),
-        ..Limits::default()
     };
     let r = check_report(&history, limits);
     let took = started.elapsed();
