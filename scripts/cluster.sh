@@ -109,8 +109,12 @@ wait_leader() {
     die "no leader after 60s; see run/$name/logs/"
 }
 
+# Picks FIELD out of a raw SYNOD.STATUS reply (read on stdin).
+pick() {
+    awk -v f="$1" 'NR > 1 && !/^\$/ { sub(/^[:+]/, ""); if (prev == f) { print; exit } prev = $0 }'
+}
 status_field() { # status_field ADDR FIELD
-    resp "$1" SYNOD.STATUS 2>/dev/null | awk -v f="$2" 'NR > 1 && !/^\$/ { sub(/^[:+]/, ""); if (prev == f) { print; exit } prev = $0 }'
+    resp "$1" SYNOD.STATUS 2>/dev/null | pick "$2"
 }
 
 case "${1:-}" in
@@ -151,7 +155,9 @@ status)
         fi
         addr=$(client_of "$id"); applied=-; digest=-; leader=-
         if [ -n "$addr" ] && [ "$state" = running ]; then
-            applied=$(status_field "$addr" applied); digest=$(status_field "$addr" digest); leader=$(status_field "$addr" leader)
+            # One reply per node, so applied and digest describe one moment.
+            reply=$(resp "$addr" SYNOD.STATUS 2>/dev/null || true)
+            applied=$(pick applied <<<"$reply"); digest=$(pick digest <<<"$reply"); leader=$(pick leader <<<"$reply")
         fi
         printf '%-6s %-8s %-8s %-10s %-18s %s\n' "$id" "$pid" "$state" "${applied:--}" "${digest:--}" "${leader:--}"
     done
