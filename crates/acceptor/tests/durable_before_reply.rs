@@ -7,46 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use synod_acceptor::actor::AcceptorActor;
 use synod_acceptor::Acceptor;
-use synod_storage::{AcceptorState, AcceptorStorage, Record, StorageError};
+use synod_storage::AcceptorState;
 use synod_transport::{Deliver, LocalRoles, Register, Router, TransportConfig};
+
+mod common;
+use common::{Proposer, TestDisk};
 use synod_types::{AcceptorMsg, Ballot, NodeId, ProposerMsg, Value};
-
-/// Storage whose `sync` blocks until the test allows it, and counts syncs.
-struct Gated {
-    gate: mpsc::Receiver<()>,
-    syncs: Arc<Mutex<usize>>,
-}
-
-impl AcceptorStorage for Gated {
-    fn load(&mut self) -> Result<AcceptorState, StorageError> {
-        Ok(AcceptorState::default())
-    }
-    fn append(&mut self, _: &[Record]) -> Result<(), StorageError> {
-        Ok(())
-    }
-    fn sync(&mut self) -> Result<(), StorageError> {
-        let _ = self.gate.recv();
-        *self.syncs.lock().unwrap() += 1;
-        Ok(())
-    }
-    fn rewrite(&mut self, _: &AcceptorState) -> Result<(), StorageError> {
-        Ok(())
-    }
-    fn size(&self) -> u64 {
-        0
-    }
-}
-
-struct Proposer(Arc<Mutex<Vec<ProposerMsg>>>);
-impl Actor for Proposer {
-    type Context = Context<Self>;
-}
-impl Handler<Deliver<ProposerMsg>> for Proposer {
-    type Result = ();
-    fn handle(&mut self, d: Deliver<ProposerMsg>, _: &mut Context<Self>) {
-        self.0.lock().unwrap().push(d.msg);
-    }
-}
 
 #[actix_rt::test]
 async fn replies_wait_for_sync_and_share_it() {
@@ -54,10 +20,13 @@ async fn replies_wait_for_sync_and_share_it() {
     let router = Router::start(TransportConfig::new("t", me.clone())).unwrap();
     let (open, gate) = mpsc::channel();
     let syncs = Arc::new(Mutex::new(0));
-    let storage = Gated {
-        gate,
-        syncs: syncs.clone(),
-    };
+    // `sync` blocks until the test lets it through, and counts.
+    let counted = syncs.clone();
+    let storage = TestDisk(move || {
+        let _ = gate.recv();
+        *counted.lock().unwrap() += 1;
+        Ok(())
+    });
     let acceptor = AcceptorActor::new(
         me.clone(),
         Acceptor::new(vec![], AcceptorState::default()),

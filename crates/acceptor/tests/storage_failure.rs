@@ -5,44 +5,12 @@ use actix::prelude::*;
 use std::sync::{Arc, Mutex};
 use synod_acceptor::actor::{AcceptorActor, EXIT_STORAGE_FAILURE};
 use synod_acceptor::Acceptor;
-use synod_storage::{AcceptorState, AcceptorStorage, Record, StorageError};
+use synod_storage::{AcceptorState, StorageError};
 use synod_transport::{Deliver, LocalRoles, Register, Router, TransportConfig};
-use synod_types::{AcceptorMsg, Ballot, NodeId, ProposerMsg, Value};
 
-/// A disk that is full: appends land in a buffer, sync fails.
-struct FullDisk;
-
-impl AcceptorStorage for FullDisk {
-    fn load(&mut self) -> Result<AcceptorState, StorageError> {
-        Ok(AcceptorState::default())
-    }
-    fn append(&mut self, _: &[Record]) -> Result<(), StorageError> {
-        Ok(())
-    }
-    fn sync(&mut self) -> Result<(), StorageError> {
-        Err(StorageError::Io {
-            path: "acceptor.log".into(),
-            source: std::io::Error::from_raw_os_error(28), // ENOSPC
-        })
-    }
-    fn rewrite(&mut self, _: &AcceptorState) -> Result<(), StorageError> {
-        Ok(())
-    }
-    fn size(&self) -> u64 {
-        0
-    }
-}
-
-struct Proposer(Arc<Mutex<Vec<ProposerMsg>>>);
-impl Actor for Proposer {
-    type Context = Context<Self>;
-}
-impl Handler<Deliver<ProposerMsg>> for Proposer {
-    type Result = ();
-    fn handle(&mut self, d: Deliver<ProposerMsg>, _: &mut Context<Self>) {
-        self.0.lock().unwrap().push(d.msg);
-    }
-}
+mod common;
+use common::{Proposer, TestDisk};
+use synod_types::{AcceptorMsg, Ballot, NodeId, Value};
 
 #[test]
 fn failed_sync_stops_the_node_without_acknowledging() {
@@ -55,7 +23,13 @@ fn failed_sync_stops_the_node_without_acknowledging() {
         let acceptor = AcceptorActor::new(
             me.clone(),
             Acceptor::new(vec![], AcceptorState::default()),
-            Box::new(FullDisk),
+            // A full disk: appends land in a buffer, every sync fails.
+            Box::new(TestDisk(|| {
+                Err(StorageError::Io {
+                    path: "acceptor.log".into(),
+                    source: std::io::Error::from_raw_os_error(28), // ENOSPC
+                })
+            })),
             router.clone(),
         )
         .start();
