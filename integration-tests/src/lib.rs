@@ -33,8 +33,41 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Hands out loopback ports no other caller in this process got before.
+///
+/// Binding port 0 and closing the listener lets the kernel hand the same
+/// port out again, to this cluster or to one a parallel test is building:
+/// holding the listeners until the config is written and remembering every
+/// port handed out rules both out (CI once saw "address used twice").
+struct PortPool {
+    held: Vec<TcpListener>,
+}
+
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+impl PortPool {
+    fn new() -> Self {
+        PortPool { held: Vec::new() }
+    }
+
+    fn take(&mut self) -> Result<u16> {
+        for _ in 0..64 {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let port = listener.local_addr()?.port();
+            let fresh = HANDED_OUT
+                .lock()
+                .map_err(|_| anyhow!("port pool poisoned"))?
+                .insert(port);
+            // Keep even a refused listener open so the kernel does not offer
+            // the same port again on the next bind.
+            self.held.push(listener);
+            if fresh {
+                return Ok(port);
+            }
+        }
+        bail!("no fresh loopback port after 64 tries")
+    }
 }
 
 impl Cluster {
@@ -87,6 +120,7 @@ impl Cluster {
             toml::Value::String(dir.path().join("data").display().to_string()),
         );
         let mut nodes = BTreeMap::new();
+        let mut ports = PortPool::new();
         let list = doc
             .get_mut("nodes")
             .and_then(|n| n.as_array_mut())
@@ -96,10 +130,10 @@ impl Cluster {
             let id = t["id"].as_str().unwrap_or_default().to_string();
             t.insert(
                 "peer_addr".into(),
-                format!("127.0.0.1:{}", free_port()?).into(),
+                format!("127.0.0.1:{}", ports.take()?).into(),
             );
             let client = if t.contains_key("client_addr") {
-                let p = free_port()?;
+                let p = ports.take()?;
                 t.insert("client_addr".into(), format!("127.0.0.1:{p}").into());
                 Some(p)
             } else {
@@ -109,6 +143,7 @@ impl Cluster {
         }
         let config_path = dir.path().join(name);
         std::fs::write(&config_path, toml::to_string(&doc)?)?;
+        drop(ports);
         let mut c = Cluster {
             config_path,
             dir,
