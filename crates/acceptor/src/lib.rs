@@ -18,6 +18,8 @@
 //!   higher ballot, and tells the proposer and every learner (p2b);
 //! - answers a refused ballot with `Preempted`, naming the ballot it promised,
 //!   so the proposer can step down instead of retrying blindly;
+//! - confirms a leader's ballot for a read-index round (`Confirm`) if it has
+//!   promised nothing higher, so the leader knows it still leads;
 //! - forgets every slot below the leader's `Compact` mark. The leader sends
 //!   one only when a majority of replicas hold durable snapshots covering
 //!   those slots: they are chosen, applied, and recoverable without us. The
@@ -95,6 +97,7 @@ impl Acceptor {
                 self.handle_fetch(from, from_slot, to_slot)
             }
             AcceptorMsg::Compact { below } => self.handle_compact(below),
+            AcceptorMsg::Confirm { ballot, round } => self.handle_confirm(from, ballot, round),
         };
         self.written += out.persist.len() as u64;
         if self.written > 2 * self.state.accepted.len() as u64 + REWRITE_SLACK {
@@ -111,6 +114,24 @@ impl Acceptor {
             out.persist.push(Record::Compacted { below });
         }
         out
+    }
+
+    /// A read-index round: confirming `ballot` tells its leader that no
+    /// higher ballot has got past us, so no other leader can have chosen
+    /// anything with our help. Lower promises are fine (we may have missed
+    /// the leader's phase 1); the answer changes nothing, so nothing is
+    /// persisted, and the shell still sends it only after every earlier
+    /// record is durable.
+    fn handle_confirm(&mut self, from: NodeId, ballot: Ballot, round: u64) -> Output {
+        let msg = if ballot >= self.state.promised {
+            Message::Proposer(ProposerMsg::Confirmed { ballot, round })
+        } else {
+            self.preempted(ballot)
+        };
+        Output {
+            send: vec![(from, msg)],
+            ..Output::default()
+        }
     }
 
     fn handle_fetch(&mut self, from: NodeId, from_slot: Slot, to_slot: Slot) -> Output {
@@ -251,6 +272,43 @@ mod tests {
                 value,
             },
         )
+    }
+
+    #[test]
+    fn confirm_answers_without_persisting_and_refuses_under_a_higher_promise() {
+        let mut a = acc();
+        prepare(&mut a, b(2, "p2"), 0);
+        let confirm = |a: &mut Acceptor, ballot: Ballot| {
+            a.handle(
+                ballot.node.clone(),
+                AcceptorMsg::Confirm { ballot, round: 9 },
+            )
+        };
+        // Its own promised ballot and a higher one we never heard of: yes.
+        for ballot in [b(2, "p2"), b(3, "p1")] {
+            let out = confirm(&mut a, ballot.clone());
+            assert!(out.persist.is_empty());
+            assert_eq!(
+                out.send,
+                vec![(
+                    ballot.node.clone(),
+                    Message::Proposer(ProposerMsg::Confirmed { ballot, round: 9 })
+                )]
+            );
+        }
+        assert_eq!(a.promised(), &b(2, "p2"), "a confirm promises nothing");
+        // A deposed leader is told who replaced it.
+        let out = confirm(&mut a, b(1, "p1"));
+        assert_eq!(
+            out.send,
+            vec![(
+                NodeId::new("p1"),
+                Message::Proposer(ProposerMsg::Preempted {
+                    ballot: b(1, "p1"),
+                    promised: b(2, "p2")
+                })
+            )]
+        );
     }
 
     #[test]

@@ -43,8 +43,8 @@ pub enum KvCommand {
         key: Bytes,
         by: i64,
     },
-    /// Reads go through the log too, so a read sees every write chosen
-    /// before it (linearizable reads without leases).
+    /// A read: served through the leader's read index by default, or
+    /// through the log when reads are configured so; linearizable either way.
     Get {
         key: Bytes,
     },
@@ -150,8 +150,16 @@ impl StateMachine for KvStore {
     type Output = KvOutput;
 
     fn apply(&mut self, command: KvCommand) -> KvOutput {
+        // Reads answer the same whether they come through the log or the
+        // read index: one function serves both.
+        if let Some(output) = self.query(&command) {
+            return output;
+        }
         match command {
-            KvCommand::Get { key } => KvOutput::from_option(self.data.get(&key).cloned()),
+            KvCommand::Get { .. }
+            | KvCommand::Exists { .. }
+            | KvCommand::MGet { .. }
+            | KvCommand::DbSize => KvOutput::Error("ERR internal: read not answered".into()),
             KvCommand::Set {
                 key,
                 value,
@@ -163,13 +171,6 @@ impl StateMachine for KvStore {
                     .filter(|k| self.data.remove(*k).is_some())
                     .count(),
             ),
-            KvCommand::Exists { keys } => {
-                KvOutput::count(keys.iter().filter(|k| self.data.contains_key(*k)).count())
-            }
-            KvCommand::MGet { keys } => {
-                KvOutput::Values(keys.iter().map(|k| self.data.get(k).cloned()).collect())
-            }
-            KvCommand::DbSize => KvOutput::count(self.data.len()),
             KvCommand::Cas { key, expected, new } => {
                 if self.data.get(&key) == expected.as_ref() {
                     self.data.insert(key, new);
@@ -197,6 +198,33 @@ impl StateMachine for KvStore {
                 }
             }
         }
+    }
+
+    fn query(&self, command: &KvCommand) -> Option<KvOutput> {
+        Some(match command {
+            KvCommand::Get { key } => KvOutput::from_option(self.data.get(key).cloned()),
+            KvCommand::Exists { keys } => {
+                KvOutput::count(keys.iter().filter(|k| self.data.contains_key(*k)).count())
+            }
+            KvCommand::MGet { keys } => {
+                KvOutput::Values(keys.iter().map(|k| self.data.get(k).cloned()).collect())
+            }
+            KvCommand::DbSize => KvOutput::count(self.data.len()),
+            KvCommand::Set { .. }
+            | KvCommand::Del { .. }
+            | KvCommand::Cas { .. }
+            | KvCommand::Incr { .. } => return None,
+        })
+    }
+
+    fn is_read_only(&self, command: &KvCommand) -> bool {
+        matches!(
+            command,
+            KvCommand::Get { .. }
+                | KvCommand::Exists { .. }
+                | KvCommand::MGet { .. }
+                | KvCommand::DbSize
+        )
     }
 
     fn digest(&self) -> u64 {

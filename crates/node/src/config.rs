@@ -29,7 +29,23 @@ pub struct ClusterConfig {
     pub timing: Timing,
     #[serde(default)]
     pub limits: Limits,
+    /// How replicas serve read-only commands; both are linearizable.
+    #[serde(default)]
+    pub reads: ReadMode,
     pub nodes: Vec<NodeConfig>,
+}
+
+/// `reads = "read-index"` (default): the leader confirms it still leads
+/// with one quorum round (shared by every read that arrives meanwhile) and
+/// the replica answers from its state once it has applied up to the
+/// leader's log position; no disk write. `reads = "log"`: a read takes a
+/// log slot like a write, which costs an fsync on every acceptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadMode {
+    #[default]
+    ReadIndex,
+    Log,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,7 +130,7 @@ fn config_env() -> config::Map<String, String> {
             let Some(key) = k.strip_prefix("SYNOD_") else {
                 return false;
             };
-            matches!(key, "CLUSTER_ID" | "DATA_ROOT")
+            matches!(key, "CLUSTER_ID" | "DATA_ROOT" | "READS")
                 || key.starts_with("TIMING__")
                 || key.starts_with("LIMITS__")
         })

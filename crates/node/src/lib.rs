@@ -139,6 +139,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
                 max_batch: cfg.limits.max_batch,
                 max_batch_bytes: cfg.limits.max_batch_bytes,
                 max_queue: cfg.limits.max_queue,
+                ..ProposerConfig::default()
             };
             let seed = self.seed.unwrap_or_else(|| clock_seed(&me));
             let logic = Proposer::new(me.clone(), &topology, pc, seed);
@@ -155,6 +156,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
                 snapshot_every: cfg.limits.snapshot_every,
                 snapshot_bytes: cfg.limits.snapshot_bytes,
                 chunk_bytes: cfg.limits.snapshot_chunk_bytes,
+                read_index: cfg.reads == config::ReadMode::ReadIndex,
             };
             let store = SnapshotStore::open(&cfg.data_dir(&node).join("replica"))?;
             let logic = match store.load()? {

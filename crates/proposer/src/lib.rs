@@ -23,6 +23,34 @@
 //!   leader proposes a command the moment it arrives; a busy one lets
 //!   commands pile up while the window is full and ships them together.
 //!
+//! **Read index.** A leader also serves linearizable reads that never enter
+//! the log. A replica asks `ReadIndex`; the leader notes its `next_slot`
+//! (one past every slot it has proposed) and runs one *confirmation round*:
+//! `Confirm(ballot)` to every acceptor, which answers `Confirmed` if it has
+//! promised nothing above `ballot`. Once a majority confirmed, the leader
+//! answers the replica with that index, and the replica answers the read
+//! from its own state after applying every slot below it. Why this is safe:
+//!
+//! - a write acknowledged before the read was issued is chosen in some slot
+//!   `s`, in some ballot `b'`;
+//! - `b'` is not above our ballot `b`: a majority had promised `b'` before
+//!   the read began, and promises only grow, so it would meet the majority
+//!   that confirmed `b` after the read began in an acceptor that both
+//!   promised `b' > b` and confirmed `b`, which it refuses to do;
+//! - if `b' < b`, our phase 1 met the chosen majority, so a promise reported
+//!   `s` (or `s` was compacted, hence below where we started proposing), and
+//!   we proposed from past it: `s < next_slot`. If `b' = b`, we proposed `s`
+//!   ourselves: `s < next_slot` again.
+//!
+//! So every acknowledged write lies below the index, and the replica's state
+//! once it applied past the index reflects them all. It may reflect later
+//! writes too, which is fine: they were chosen before the read answered.
+//! The leader's `first_unchosen` would *not* do as the index: a slot can be
+//! chosen, applied and acknowledged by a replica before the leader hears a
+//! majority of p2b for it. Rounds are batched: every read that arrives
+//! while a round is out rides on the next one, so one quorum round serves
+//! any number of reads.
+//!
 //! Time is a tick counter advanced by [`Proposer::tick`]; randomness comes
 //! from the seed given to [`Proposer::new`].
 
@@ -32,7 +60,7 @@ pub mod actor;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use synod_types::{
     majority, AcceptorMsg, Ballot, ClientId, Command, LearnerMsg, Message, NodeId, PromiseEntry,
-    ProposerMsg, Slot, SplitMix64, Topology, Value,
+    ProposerMsg, ReplicaMsg, Slot, SplitMix64, Topology, Value,
 };
 
 /// Tunables, in ticks of the caller's clock.
@@ -50,6 +78,9 @@ pub struct ProposerConfig {
     /// Commands waiting for the window; beyond this new ones are dropped
     /// (the replica retries), so a stalled quorum cannot grow memory.
     pub max_queue: usize,
+    /// Read requests waiting for a confirmation round, at most; beyond this
+    /// new ones are refused (`NotLeader`) and the replica retries.
+    pub max_reads: usize,
 }
 
 impl Default for ProposerConfig {
@@ -62,6 +93,7 @@ impl Default for ProposerConfig {
             max_batch: 512,
             max_batch_bytes: 1 << 20,
             max_queue: 100_000,
+            max_reads: 100_000,
         }
     }
 }
@@ -76,6 +108,17 @@ pub enum Phase {
     Follower,
     Candidate,
     Leader,
+}
+
+/// A confirmation round for read-index requests.
+struct ReadRound {
+    round: u64,
+    /// `next_slot` when the round started: every slot chosen before any of
+    /// its reads arrived lies below it.
+    index: Slot,
+    reads: Vec<(NodeId, Vec<u64>)>,
+    acks: BTreeSet<NodeId>,
+    sent_at: u64,
 }
 
 struct InFlight {
@@ -120,6 +163,12 @@ pub struct Proposer {
     /// leadership: replicas retry, and a retry of a command we already hold
     /// would only fill a slot with a duplicate.
     holding: BTreeSet<(ClientId, u64)>,
+
+    /// Read-index requests that arrived since the current round started.
+    reads_waiting: Vec<(NodeId, Vec<u64>)>,
+    reads_waiting_count: usize,
+    read_round: Option<ReadRound>,
+    next_read_round: u64,
 }
 
 impl Proposer {
@@ -154,6 +203,10 @@ impl Proposer {
             inflight: BTreeMap::new(),
             queue: VecDeque::new(),
             holding: BTreeSet::new(),
+            reads_waiting: Vec::new(),
+            reads_waiting_count: 0,
+            read_round: None,
+            next_read_round: 0,
         };
         p.reset_deadline();
         p
@@ -204,6 +257,10 @@ impl Proposer {
                 ballot,
                 first_unchosen,
             } => self.handle_heartbeat(from, ballot, first_unchosen, &mut out),
+            ProposerMsg::ReadIndex { ids } => self.handle_read_index(from, ids, &mut out),
+            ProposerMsg::Confirmed { ballot, round } => {
+                self.handle_confirmed(from, ballot, round, &mut out)
+            }
             ProposerMsg::Chosen { slot } => {
                 self.mark_chosen(slot);
                 if self.finish_slot(slot) {
@@ -236,6 +293,7 @@ impl Proposer {
                     self.send_heartbeats(&mut out);
                 }
                 self.retransmit_accepts(&mut out);
+                self.retransmit_confirm(&mut out);
             }
             _ => {}
         }
@@ -474,6 +532,114 @@ impl Proposer {
         self.promises.clear();
         self.reset_deadline();
         self.forward_queue(out);
+        self.refuse_reads(out);
+    }
+
+    fn handle_read_index(&mut self, from: NodeId, ids: Vec<u64>, out: &mut Output) {
+        if self.phase != Phase::Leader
+            || !self.replicas.contains(&from)
+            || self.reads_waiting_count + ids.len() > self.cfg.max_reads
+        {
+            let leader = self.leader.clone().filter(|l| *l != self.me);
+            out.send.push((
+                from,
+                Message::Replica(ReplicaMsg::NotLeader { ids, leader }),
+            ));
+            return;
+        }
+        self.reads_waiting_count += ids.len();
+        self.reads_waiting.push((from, ids));
+        if self.read_round.is_none() {
+            self.start_read_round(out);
+        }
+    }
+
+    fn start_read_round(&mut self, out: &mut Output) {
+        if self.reads_waiting.is_empty() {
+            return;
+        }
+        self.next_read_round += 1;
+        self.reads_waiting_count = 0;
+        let round = ReadRound {
+            round: self.next_read_round,
+            index: self.next_slot,
+            reads: std::mem::take(&mut self.reads_waiting),
+            acks: BTreeSet::new(),
+            sent_at: self.now,
+        };
+        let msg = Message::Acceptor(AcceptorMsg::Confirm {
+            ballot: self.ballot.clone(),
+            round: round.round,
+        });
+        for a in &self.acceptors {
+            out.send.push((a.clone(), msg.clone()));
+        }
+        self.read_round = Some(round);
+    }
+
+    fn handle_confirmed(&mut self, from: NodeId, ballot: Ballot, round: u64, out: &mut Output) {
+        if self.phase != Phase::Leader || ballot != self.ballot || !self.acceptors.contains(&from) {
+            return;
+        }
+        let quorum = majority(self.acceptors.len());
+        let Some(r) = self.read_round.as_mut().filter(|r| r.round == round) else {
+            return;
+        };
+        r.acks.insert(from);
+        if r.acks.len() < quorum {
+            return;
+        }
+        let Some(done) = self.read_round.take() else {
+            return;
+        };
+        for (replica, ids) in done.reads {
+            out.send.push((
+                replica,
+                Message::Replica(ReplicaMsg::ReadIndex {
+                    ids,
+                    index: done.index,
+                }),
+            ));
+        }
+        self.start_read_round(out);
+    }
+
+    fn retransmit_confirm(&mut self, out: &mut Output) {
+        let Some(r) = self.read_round.as_mut() else {
+            return;
+        };
+        if self.now - r.sent_at < self.cfg.retransmit_ticks {
+            return;
+        }
+        r.sent_at = self.now;
+        let msg = Message::Acceptor(AcceptorMsg::Confirm {
+            ballot: self.ballot.clone(),
+            round: r.round,
+        });
+        for a in &self.acceptors {
+            if !r.acks.contains(a) {
+                out.send.push((a.clone(), msg.clone()));
+            }
+        }
+    }
+
+    /// We no longer lead: every read we hold goes back to its replica,
+    /// which asks the new leader.
+    fn refuse_reads(&mut self, out: &mut Output) {
+        let mut reads = std::mem::take(&mut self.reads_waiting);
+        self.reads_waiting_count = 0;
+        if let Some(r) = self.read_round.take() {
+            reads.extend(r.reads);
+        }
+        for (replica, ids) in reads {
+            out.send.push((
+                replica,
+                Message::Replica(ReplicaMsg::NotLeader {
+                    ids,
+                    leader: self.leader.clone(),
+                }),
+            ));
+        }
     }
 
     fn handle_heartbeat(

@@ -454,3 +454,140 @@ fn new_leader_starts_past_compacted_slots() {
     assert_eq!(acc[&12], v);
     assert_eq!(p.first_unchosen(), 10);
 }
+
+fn confirms(out: &Output) -> Vec<(NodeId, Ballot, u64)> {
+    out.send
+        .iter()
+        .filter_map(|(to, m)| match m {
+            Message::Acceptor(AcceptorMsg::Confirm { ballot, round }) => {
+                Some((to.clone(), ballot.clone(), *round))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn read_answers(out: &Output) -> Vec<(NodeId, Vec<u64>, Slot)> {
+    out.send
+        .iter()
+        .filter_map(|(to, m)| match m {
+            Message::Replica(ReplicaMsg::ReadIndex { ids, index }) => {
+                Some((to.clone(), ids.clone(), *index))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn read_index_waits_for_a_majority_to_confirm_and_reports_next_slot() {
+    let mut p = proposer();
+    elect(&mut p, vec![vec![], vec![]]);
+    let ballot = p.ballot().clone();
+    // Two slots in flight, not yet chosen: the index must cover them, as a
+    // replica may already have applied and acknowledged one of them.
+    p.handle(
+        n("r1"),
+        ProposerMsg::Propose {
+            commands: vec![cmd(1)],
+        },
+    );
+    p.handle(
+        n("r1"),
+        ProposerMsg::Propose {
+            commands: vec![cmd(2)],
+        },
+    );
+    assert_eq!(p.inflight(), 2);
+    let out = p.handle(n("r1"), ProposerMsg::ReadIndex { ids: vec![7] });
+    let sent = confirms(&out);
+    assert_eq!(sent.len(), 3, "a confirm to every acceptor");
+    let round = sent[0].2;
+    assert!(sent.iter().all(|(_, b, r)| *b == ballot && *r == round));
+    // Reads arriving while the round is out wait for the next one.
+    let out = p.handle(n("r2"), ProposerMsg::ReadIndex { ids: vec![8, 9] });
+    assert!(confirms(&out).is_empty());
+    let confirmed = |p: &mut Proposer, a: &str, round| {
+        p.handle(
+            n(a),
+            ProposerMsg::Confirmed {
+                ballot: ballot.clone(),
+                round,
+            },
+        )
+    };
+    // One acceptor is not a majority; a stale round does not count.
+    assert!(read_answers(&confirmed(&mut p, "a1", round)).is_empty());
+    assert!(read_answers(&confirmed(&mut p, "a2", round + 5)).is_empty());
+    let out = confirmed(&mut p, "a2", round);
+    assert_eq!(read_answers(&out), vec![(n("r1"), vec![7], 2)]);
+    // The next round starts at once for the reads that waited.
+    let next = confirms(&out);
+    assert_eq!(next.len(), 3);
+    let round2 = next[0].2;
+    assert!(round2 > round);
+    confirmed(&mut p, "a3", round2);
+    let out = confirmed(&mut p, "a1", round2);
+    assert_eq!(read_answers(&out), vec![(n("r2"), vec![8, 9], 2)]);
+}
+
+#[test]
+fn read_index_is_refused_by_followers_and_by_a_leader_that_is_deposed() {
+    let mut p = proposer();
+    let out = p.handle(n("r1"), ProposerMsg::ReadIndex { ids: vec![1] });
+    assert_eq!(
+        out.send,
+        vec![(
+            n("r1"),
+            Message::Replica(ReplicaMsg::NotLeader {
+                ids: vec![1],
+                leader: None
+            })
+        )]
+    );
+    elect(&mut p, vec![vec![], vec![]]);
+    let ballot = p.ballot().clone();
+    let out = p.handle(n("r1"), ProposerMsg::ReadIndex { ids: vec![2] });
+    let round = confirms(&out)[0].2;
+    p.handle(
+        n("a1"),
+        ProposerMsg::Confirmed {
+            ballot: ballot.clone(),
+            round,
+        },
+    );
+    // a2 promised a higher ballot: we no longer lead, and the read must not
+    // be answered with an index, even if a majority confirms afterwards.
+    let out = p.handle(
+        n("a2"),
+        ProposerMsg::Preempted {
+            ballot: ballot.clone(),
+            promised: b(ballot.round + 1, "p2"),
+        },
+    );
+    assert!(out.send.contains(&(
+        n("r1"),
+        Message::Replica(ReplicaMsg::NotLeader {
+            ids: vec![2],
+            leader: Some(n("p2"))
+        })
+    )));
+    let out = p.handle(n("a3"), ProposerMsg::Confirmed { ballot, round });
+    assert!(read_answers(&out).is_empty());
+}
+
+#[test]
+fn unanswered_confirm_is_retransmitted_to_silent_acceptors_only() {
+    let mut p = proposer();
+    elect(&mut p, vec![vec![], vec![]]);
+    let ballot = p.ballot().clone();
+    let out = p.handle(n("r1"), ProposerMsg::ReadIndex { ids: vec![1] });
+    let round = confirms(&out)[0].2;
+    p.handle(n("a1"), ProposerMsg::Confirmed { ballot, round });
+    let mut resent = Vec::new();
+    for _ in 0..cfg().retransmit_ticks {
+        resent.extend(confirms(&p.tick()));
+    }
+    let to: BTreeSet<NodeId> = resent.into_iter().map(|(to, _, _)| to).collect();
+    assert_eq!(to, [n("a2"), n("a3")].into_iter().collect());
+}

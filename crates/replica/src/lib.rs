@@ -23,6 +23,14 @@
 //!   chunks (one chunk in flight, so normal traffic interleaves), installs
 //!   it, and continues from the log after it.
 //!
+//! - serves reads without a log write (`read_index`, the default): a request
+//!   the state machine calls read-only ([`StateMachine::is_read_only`])
+//!   waits for the leader's read index (see the proposer's docs for why
+//!   that is linearizable), then for every slot below it to be applied, and
+//!   is answered from local state. Reads that arrive while one `ReadIndex`
+//!   request is out wait and go together in the next one. With
+//!   `read_index` off, reads go through the log like writes.
+//!
 //! Requests of one client must be issued one at a time (the RESP front end
 //! does so), which is what makes "seq ≤ last applied ⇒ duplicate" sound.
 
@@ -49,6 +57,9 @@ pub struct ReplicaConfig {
     pub snapshot_bytes: u64,
     /// Snapshot transfer chunk size.
     pub chunk_bytes: usize,
+    /// Serve read-only commands through the leader's read index instead of
+    /// the log.
+    pub read_index: bool,
 }
 
 impl Default for ReplicaConfig {
@@ -59,6 +70,7 @@ impl Default for ReplicaConfig {
             snapshot_every: 10_000,
             snapshot_bytes: 64 << 20,
             chunk_bytes: 1 << 20,
+            read_index: true,
         }
     }
 }
@@ -117,6 +129,47 @@ struct Pending {
     sent_at: u64,
 }
 
+/// A read-only request on the read-index path.
+struct PendingRead<C> {
+    client: ClientId,
+    seq: u64,
+    command: C,
+    /// The original bytes, should the state machine refuse to `query` it
+    /// after all and the read have to go through the log.
+    op: Bytes,
+    /// The read index, once the leader answered.
+    index: Option<Slot>,
+}
+
+/// Read-index state: reads waiting for an index, the one request out, and
+/// reads that have their index and wait for the log to be applied past it.
+struct Reads<C> {
+    by_id: BTreeMap<u64, PendingRead<C>>,
+    next_id: u64,
+    /// Reads not yet asked about.
+    unasked: Vec<u64>,
+    /// The ids of the `ReadIndex` request out, and when it was sent.
+    asking: Option<(Vec<u64>, u64)>,
+    /// `NotLeader` answers since the last index; bounds redirect loops
+    /// while proposers disagree about who leads.
+    redirects: usize,
+    /// Reads with an index, by index.
+    ready: BTreeMap<Slot, Vec<u64>>,
+}
+
+impl<C> Default for Reads<C> {
+    fn default() -> Self {
+        Reads {
+            by_id: BTreeMap::new(),
+            next_id: 0,
+            unasked: Vec::new(),
+            asking: None,
+            redirects: 0,
+            ready: BTreeMap::new(),
+        }
+    }
+}
+
 pub struct Replica<S: StateMachine> {
     proposers: Vec<NodeId>,
     learners: Vec<NodeId>,
@@ -129,6 +182,7 @@ pub struct Replica<S: StateMachine> {
     decisions: BTreeMap<Slot, Value>,
     sessions: BTreeMap<ClientId, Session>,
     pending: BTreeMap<(ClientId, u64), Pending>,
+    reads: Reads<S::Command>,
     leader_hint: Option<NodeId>,
     next_proposer: usize,
     next_learner: usize,
@@ -169,6 +223,7 @@ impl<S: StateMachine> Replica<S> {
             decisions: BTreeMap::new(),
             sessions: BTreeMap::new(),
             pending: BTreeMap::new(),
+            reads: Reads::default(),
             leader_hint: None,
             next_proposer: 0,
             next_learner: 0,
@@ -292,8 +347,9 @@ impl<S: StateMachine> Replica<S> {
     pub fn leader_hint(&self) -> Option<&NodeId> {
         self.leader_hint.as_ref()
     }
+    /// Requests not answered yet, writes and reads.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.reads.by_id.len()
     }
 
     /// A client request arrives. `op` is the state machine command in codec
@@ -313,9 +369,41 @@ impl<S: StateMachine> Replica<S> {
                 return out;
             }
         }
-        if self.pending.contains_key(&(client, seq)) {
+        if self.pending.contains_key(&(client, seq))
+            || self
+                .reads
+                .by_id
+                .values()
+                .any(|r| r.client == client && r.seq == seq)
+        {
             return out;
         }
+        if self.cfg.read_index {
+            if let Ok(command) = synod_codec::decode::<S::Command>(&op) {
+                if self.sm.is_read_only(&command) {
+                    let id = self.reads.next_id;
+                    self.reads.next_id += 1;
+                    self.reads.by_id.insert(
+                        id,
+                        PendingRead {
+                            client,
+                            seq,
+                            command,
+                            op,
+                            index: None,
+                        },
+                    );
+                    self.reads.unasked.push(id);
+                    self.ask_read_index(&mut out);
+                    return out;
+                }
+            }
+        }
+        self.propose(client, seq, op, &mut out);
+        out
+    }
+
+    fn propose(&mut self, client: ClientId, seq: u64, op: Bytes, out: &mut Output) {
         let command = Command { client, seq, op };
         let to = self.target();
         out.send.push((
@@ -331,13 +419,111 @@ impl<S: StateMachine> Replica<S> {
                 sent_at: self.now,
             },
         );
-        out
+    }
+
+    /// Sends one `ReadIndex` for every read not asked about yet, unless one
+    /// is already out: reads pile up meanwhile and share the next round.
+    fn ask_read_index(&mut self, out: &mut Output) {
+        if self.reads.asking.is_some() || self.reads.unasked.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.reads.unasked);
+        out.send.push((
+            self.target(),
+            Message::Proposer(ProposerMsg::ReadIndex { ids: ids.clone() }),
+        ));
+        self.reads.asking = Some((ids, self.now));
+    }
+
+    fn handle_read_index(&mut self, ids: Vec<u64>, index: Slot, out: &mut Output) {
+        self.reads.redirects = 0;
+        let mut answered = false;
+        for id in ids {
+            // A late answer to a request we since retried may name reads
+            // that already have an index: the first one stands.
+            if let Some(read) = self.reads.by_id.get_mut(&id).filter(|r| r.index.is_none()) {
+                read.index = Some(index);
+                self.reads.ready.entry(index).or_default().push(id);
+                answered = true;
+            }
+        }
+        let by_id = &self.reads.by_id;
+        let settled = |id: &u64| by_id.get(id).is_none_or(|r| r.index.is_some());
+        if self
+            .reads
+            .asking
+            .as_ref()
+            .is_some_and(|(asked, _)| asked.iter().all(settled))
+        {
+            self.reads.asking = None;
+        }
+        self.reads.unasked.retain(|id| !settled(id));
+        if answered {
+            self.serve_reads(out);
+        }
+        self.ask_read_index(out);
+    }
+
+    fn handle_not_leader(
+        &mut self,
+        from: NodeId,
+        ids: Vec<u64>,
+        leader: Option<NodeId>,
+        out: &mut Output,
+    ) {
+        let Some((asked, _)) = &self.reads.asking else {
+            return;
+        };
+        // The proposer echoes a request's ids as sent.
+        if !ids.first().is_some_and(|id| asked.contains(id)) {
+            return; // about an older request
+        }
+        if let Some((asked, _)) = self.reads.asking.take() {
+            self.reads.unasked.extend(asked);
+        }
+        self.reads.redirects += 1;
+        let hint = leader.filter(|l| *l != from && self.proposers.contains(l));
+        if let Some(l) = &hint {
+            self.leader_hint = Some(l.clone());
+        }
+        // Follow a redirect at once, but only a few times in a row:
+        // proposers that each believe another leads would bounce the
+        // request forever. Otherwise park it as if sent now, and the tick
+        // asks the next proposer once `retry_ticks` pass.
+        if hint.is_some() && self.reads.redirects <= self.proposers.len() {
+            self.ask_read_index(out);
+        } else {
+            self.reads.asking = Some((std::mem::take(&mut self.reads.unasked), self.now));
+        }
+    }
+
+    /// Answers every read whose index the applied log has reached.
+    fn serve_reads(&mut self, out: &mut Output) {
+        if self.reads.ready.is_empty() {
+            return;
+        }
+        let later = self.reads.ready.split_off(&(self.slot_out + 1));
+        let due = std::mem::replace(&mut self.reads.ready, later);
+        for id in due.into_values().flatten() {
+            let Some(read) = self.reads.by_id.remove(&id) else {
+                continue;
+            };
+            match self.sm.query(&read.command) {
+                Some(output) => out.replies.push(Reply {
+                    client: read.client,
+                    seq: read.seq,
+                    output: synod_codec::encode(&output).ok().map(Bytes::from),
+                }),
+                None => self.propose(read.client, read.seq, read.op, out),
+            }
+        }
     }
 
     /// A client went away: stop retrying its requests. If one is still
     /// chosen later it is applied like any other, just not answered.
     pub fn forget_client(&mut self, client: ClientId) {
         self.pending.retain(|(c, _), _| *c != client);
+        self.reads.by_id.retain(|_, r| r.client != client);
     }
 
     pub fn handle(&mut self, from: NodeId, msg: ReplicaMsg) -> Output {
@@ -370,6 +556,10 @@ impl<S: StateMachine> Replica<S> {
                 total,
                 data,
             } => self.handle_chunk(from.clone(), slot, offset, total, data, &mut out),
+            ReplicaMsg::ReadIndex { ids, index } => self.handle_read_index(ids, index, &mut out),
+            ReplicaMsg::NotLeader { ids, leader } => {
+                self.handle_not_leader(from.clone(), ids, leader, &mut out)
+            }
             ReplicaMsg::Decisions { entries, more } => {
                 for (slot, ballot, value) in entries {
                     self.leader_hint.get_or_insert(ballot.node);
@@ -545,16 +735,33 @@ impl<S: StateMachine> Replica<S> {
                 p.command.clone()
             })
             .collect();
-        if !due.is_empty() {
-            // The leader we believed in did not get them chosen in time: it
-            // may be dead, so spread the retry to the next proposer.
+        let reads_due = self
+            .reads
+            .asking
+            .as_ref()
+            .is_some_and(|(_, at)| now - at >= retry_after);
+        if !due.is_empty() || reads_due {
+            // The leader we believed in did not answer in time: it may be
+            // dead, so spread the retry to the next proposer. Once per
+            // tick: writes and reads both due must not skip a proposer.
             self.leader_hint = None;
             self.next_proposer += 1;
-            let to = self.target();
+        }
+        if !due.is_empty() {
             out.send.push((
-                to,
+                self.target(),
                 Message::Proposer(ProposerMsg::Propose { commands: due }),
             ));
+        }
+        if reads_due {
+            if let Some((asked, _)) = self.reads.asking.take() {
+                self.reads.unasked.extend(asked);
+            }
+            self.reads
+                .unasked
+                .retain(|id| self.reads.by_id.contains_key(id));
+            self.reads.redirects = 0;
+            self.ask_read_index(&mut out);
         }
         if self
             .download
@@ -621,6 +828,7 @@ impl<S: StateMachine> Replica<S> {
             self.slot_out += 1;
             self.slots_since_snapshot += 1;
         }
+        self.serve_reads(out);
         self.maybe_snapshot(out);
     }
 

@@ -2,7 +2,8 @@ use super::*;
 use synod_types::{Ballot, Topology};
 
 /// A state machine that records what it applied: enough to see order and
-/// duplicates.
+/// duplicates. Command 0 is a read: it answers how many commands were
+/// applied, without changing anything.
 #[derive(Default)]
 struct Log(Vec<u64>);
 
@@ -22,6 +23,12 @@ impl StateMachine for Log {
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.0 = synod_codec::decode(bytes).map_err(|e| e.to_string())?;
         Ok(())
+    }
+    fn query(&self, c: &u64) -> Option<usize> {
+        (*c == 0).then_some(self.0.len())
+    }
+    fn is_read_only(&self, c: &u64) -> bool {
+        *c == 0
     }
 }
 
@@ -394,4 +401,119 @@ fn a_download_survives_newer_snapshots_on_the_serving_side() {
         4,
         "the download of the slot-4 snapshot completed"
     );
+}
+
+fn read_index_asks(out: &Output) -> Vec<(NodeId, Vec<u64>)> {
+    out.send
+        .iter()
+        .filter_map(|(to, m)| match m {
+            Message::Proposer(ProposerMsg::ReadIndex { ids }) => Some((to.clone(), ids.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn output(reply: &Reply) -> usize {
+    synod_codec::decode(reply.output.as_ref().unwrap()).unwrap()
+}
+
+#[test]
+fn reads_wait_for_the_index_then_for_the_log_up_to_it() {
+    let mut r = replica();
+    decide(&mut r, 0, vec![cmd(1, 1, 10)]);
+    let out = r.handle_request(ClientId(2), 1, op(0));
+    assert!(
+        out.replies.is_empty(),
+        "no answer before the leader's index"
+    );
+    let asks = read_index_asks(&out);
+    assert_eq!(asks.len(), 1, "a read goes to a proposer, not into the log");
+    assert!(!out
+        .send
+        .iter()
+        .any(|(_, m)| matches!(m, Message::Proposer(ProposerMsg::Propose { .. }))));
+    // A second read while the first request is out rides on the next one.
+    let out = r.handle_request(ClientId(3), 1, op(0));
+    assert!(read_index_asks(&out).is_empty());
+    // Index 3: slots 1 and 2 must be applied first.
+    let out = r.handle(
+        n("p1"),
+        ReplicaMsg::ReadIndex {
+            ids: asks[0].1.clone(),
+            index: 3,
+        },
+    );
+    assert!(out.replies.is_empty());
+    let next = read_index_asks(&out);
+    assert_eq!(next.len(), 1, "the waiting read is asked about now");
+    decide(&mut r, 2, vec![cmd(1, 3, 30)]);
+    assert!(r.pending() == 2);
+    let out = decide(&mut r, 1, vec![cmd(1, 2, 20)]);
+    assert_eq!(out.replies.len(), 1);
+    assert_eq!(out.replies[0].client, ClientId(2));
+    assert_eq!(output(&out.replies[0]), 3, "the read sees slots 0..3");
+    // The second read's index is already applied: answered at once.
+    let out = r.handle(
+        n("p1"),
+        ReplicaMsg::ReadIndex {
+            ids: next[0].1.clone(),
+            index: 2,
+        },
+    );
+    assert_eq!(out.replies.len(), 1);
+    assert_eq!(out.replies[0].client, ClientId(3));
+    assert_eq!(output(&out.replies[0]), 3);
+    assert_eq!(r.pending(), 0);
+    assert_eq!(r.state().0, vec![10, 20, 30], "reads are not applied");
+}
+
+#[test]
+fn a_refused_read_follows_the_hint_then_retries_on_the_tick() {
+    let mut r = replica();
+    let out = r.handle_request(ClientId(2), 1, op(0));
+    let (to, ids) = read_index_asks(&out).remove(0);
+    let other = if to == n("p1") { n("p2") } else { n("p1") };
+    let out = r.handle(
+        to.clone(),
+        ReplicaMsg::NotLeader {
+            ids: ids.clone(),
+            leader: Some(other.clone()),
+        },
+    );
+    assert_eq!(read_index_asks(&out), vec![(other.clone(), ids.clone())]);
+    // The hinted proposer does not lead either and knows no one: wait for
+    // the tick, then try the next proposer.
+    let out = r.handle(
+        other.clone(),
+        ReplicaMsg::NotLeader {
+            ids: ids.clone(),
+            leader: None,
+        },
+    );
+    assert!(read_index_asks(&out).is_empty());
+    let mut asked = Vec::new();
+    for _ in 0..ReplicaConfig::default().retry_ticks {
+        asked.extend(read_index_asks(&r.tick()));
+    }
+    assert_eq!(asked.len(), 1, "one retry per retry period");
+    assert_eq!(asked[0].1, ids);
+}
+
+#[test]
+fn with_read_index_off_reads_go_through_the_log() {
+    let mut r = Replica::new(
+        &n("r1"),
+        &topology(),
+        ReplicaConfig {
+            read_index: false,
+            ..ReplicaConfig::default()
+        },
+        Log::default(),
+    );
+    let out = r.handle_request(ClientId(2), 1, op(0));
+    assert!(read_index_asks(&out).is_empty());
+    assert!(out
+        .send
+        .iter()
+        .any(|(_, m)| matches!(m, Message::Proposer(ProposerMsg::Propose { .. }))));
 }

@@ -59,16 +59,25 @@ pub enum Bug {
     /// The acceptor shell sends before it syncs, and crashes between the two
     /// often: peers see promises and votes that the disk never kept.
     RevealBeforeSync,
+    /// Read-index answers reach replicas with index 0, as if the replica
+    /// served reads from whatever it had applied: stale reads.
+    StaleReadIndex,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 3] = [Bug::None, Bug::AcceptorAmnesia, Bug::RevealBeforeSync];
+    pub const ALL: [Bug; 4] = [
+        Bug::None,
+        Bug::AcceptorAmnesia,
+        Bug::RevealBeforeSync,
+        Bug::StaleReadIndex,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::None => "none",
             Bug::AcceptorAmnesia => "acceptor-amnesia",
             Bug::RevealBeforeSync => "reveal-before-sync",
+            Bug::StaleReadIndex => "stale-read-index",
         }
     }
 }
@@ -77,7 +86,9 @@ impl FromStr for Bug {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         Bug::ALL.into_iter().find(|x| x.name() == s).ok_or_else(|| {
-            format!("unknown bug {s:?} (none, acceptor-amnesia, reveal-before-sync)")
+            format!(
+                "unknown bug {s:?} (none, acceptor-amnesia, reveal-before-sync, stale-read-index)"
+            )
         })
     }
 }
@@ -186,6 +197,8 @@ pub struct Faults {
     /// Replicas snapshot every this many slots, which also drives how
     /// often the log is compacted and how often catch-up needs a snapshot.
     pub snapshot_every: u64,
+    /// Replicas serve reads through the read index (else through the log).
+    pub read_index: bool,
 }
 
 impl Faults {
@@ -238,6 +251,9 @@ impl Faults {
         let window = [1, 2, 4, 64][rng.range(0, 4) as usize];
         let max_batch = [1, 3, 512][rng.range(0, 3) as usize];
         let snapshot_every = [5, 20, 60, u64::MAX][rng.range(0, 4) as usize];
+        // Peeked, not drawn: seeds drawn before reads had a choice replay
+        // the same scenario.
+        let read_index = rng.clone().next_u64() & 1 == 0;
         Faults {
             loss,
             dup,
@@ -257,6 +273,7 @@ impl Faults {
             window,
             max_batch,
             snapshot_every,
+            read_index,
         }
     }
 
@@ -264,7 +281,7 @@ impl Faults {
     pub fn summary(&self) -> String {
         format!(
             "loss={:.2} dup={:.2} delay=1..={} slow={:.2}(+{}) crash={:.4}/tick down={}..{} crash_before_sync={:.2} \
-             partition={:.4}/tick len={}..{} clients={} think<={} client_retry={:?} window={} max_batch={} snapshot_every={}",
+             partition={:.4}/tick len={}..{} clients={} think<={} client_retry={:?} window={} max_batch={} snapshot_every={} reads={}",
             self.loss,
             self.dup,
             self.max_delay,
@@ -283,6 +300,7 @@ impl Faults {
             self.window,
             self.max_batch,
             self.snapshot_every,
+            if self.read_index { "read-index" } else { "log" },
         )
     }
 }

@@ -189,6 +189,14 @@ struct Ack {
     acked_at: u64,
 }
 
+/// An acknowledged read that was served by read index, not the log.
+struct IndexRead {
+    key: u8,
+    output: RegOutput,
+    issued_at: u64,
+    acked_at: u64,
+}
+
 pub(crate) struct Sim {
     seed: u64,
     opts: SimOptions,
@@ -235,6 +243,9 @@ impl Sim {
         let drawn = Shape::ALL[rng.range(0, 3) as usize];
         let shape = opts.shape.unwrap_or(drawn);
         let mut faults = Faults::draw(&mut rng);
+        if opts.bug == Bug::StaleReadIndex {
+            faults.read_index = true;
+        }
         if opts.stress {
             // Frequent crashes and partitions, hence frequent leader changes:
             // where recovery bugs show.
@@ -302,6 +313,7 @@ impl Sim {
             .map(|(i, n)| (n.id.clone(), i))
             .collect();
         let snapshot_every = faults.snapshot_every;
+        let read_index = faults.read_index;
         let pcfg = ProposerConfig {
             window: faults.window,
             max_batch: faults.max_batch,
@@ -336,6 +348,7 @@ impl Sim {
             rcfg: ReplicaConfig {
                 snapshot_every,
                 chunk_bytes: 48,
+                read_index,
                 ..ReplicaConfig::default()
             },
             net: BTreeMap::new(),
@@ -825,7 +838,12 @@ impl Sim {
                 let out = l.handle(from, m);
                 self.learner_effects(i, out)
             }
-            Message::Replica(m) => {
+            Message::Replica(mut m) => {
+                if let (Bug::StaleReadIndex, ReplicaMsg::ReadIndex { index, .. }) =
+                    (self.opts.bug, &mut m)
+                {
+                    *index = 0;
+                }
                 let r = self.nodes[i]
                     .replica
                     .as_mut()
@@ -1234,7 +1252,17 @@ impl Sim {
                 )
             })?;
         if let Some(prev) = self.acks.get(&key) {
-            if prev.output != output {
+            let index_read = self.faults.read_index
+                && self
+                    .checker
+                    .issued
+                    .get(&key)
+                    .and_then(|i| self.ops.get(&i.op_id))
+                    .is_some_and(|op| !op.is_write());
+            // A retried read-index read is served again, later, by another
+            // replica: it may see newer writes. The client took the first
+            // answer; the checker places that one.
+            if prev.output != output && !index_read {
                 return Err(violation(
                     "reply",
                     self.now,
@@ -1529,9 +1557,34 @@ impl Sim {
                 ),
             ));
         }
-        // Every acknowledged request is in the log, answered as the log says.
+        // Every acknowledged request is in the log, answered as the log
+        // says; reads served by read index are placed by what they returned.
+        let mut index_reads = Vec::new();
         for ((client, seq), ack) in &self.acks {
             match applied.get(&(*client, *seq)) {
+                None if self.faults.read_index => {
+                    let op = self
+                        .checker
+                        .issued
+                        .get(&(*client, *seq))
+                        .and_then(|i| self.ops.get(&i.op_id).map(|op| (i.tick, *op)));
+                    match op {
+                        Some((issued_at, RegOp::Get { key, .. })) => index_reads.push(IndexRead {
+                            key,
+                            output: ack.output,
+                            issued_at,
+                            acked_at: ack.acked_at,
+                        }),
+                        _ => return Err(violation(
+                            "acked-lost",
+                            now,
+                            format!(
+                                "{client:?}/{seq} was acknowledged at t={} but is not in the log",
+                                ack.acked_at
+                            ),
+                        )),
+                    }
+                }
                 None => {
                     return Err(violation(
                         "acked-lost",
@@ -1555,17 +1608,121 @@ impl Sim {
                 _ => {}
             }
         }
-        self.check_real_time(&applied)
+        let reads = self.place_reads(&reference, &applied, &index_reads)?;
+        self.check_real_time(&applied, &reads)
+    }
+
+    /// Read-index reads are not in the log, so each is placed in it by its
+    /// answer: a read that returned write `w` of key `k` saw a log prefix
+    /// that contains `w` and not the next write to `k` (for "nothing": no
+    /// write to `k` yet). That prefix must also contain every log op and
+    /// every read acknowledged before the read was issued, and no log op
+    /// issued after it was acknowledged. Returns each read as (ack tick,
+    /// log position of the write it saw) for the real-time check of the
+    /// log ops issued after it.
+    fn place_reads(
+        &self,
+        reference: &Register,
+        applied: &BTreeMap<(ClientId, u64), (usize, RegOutput)>,
+        reads: &[IndexRead],
+    ) -> Result<Vec<(u64, usize)>, Violation> {
+        if reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut write_pos: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut writes_of: BTreeMap<u8, Vec<usize>> = BTreeMap::new();
+        for (pos, id) in reference.applied().iter().enumerate() {
+            if let Some(RegOp::Set { key, .. }) = self.ops.get(id) {
+                write_pos.insert(*id, pos);
+                writes_of.entry(*key).or_default().push(pos);
+            }
+        }
+        // Where each read may sit: prefixes of `q` ops, `q` in [lo, hi].
+        let mut placed = Vec::with_capacity(reads.len());
+        for r in reads {
+            let writes = writes_of.get(&r.key).map_or(&[][..], |w| &w[..]);
+            let (lo, hi) = match r.output {
+                None => (0, writes.first().copied().unwrap_or(usize::MAX)),
+                Some(w) => {
+                    let Some(&p) = write_pos.get(&w).filter(|_| {
+                        matches!(self.ops.get(&w), Some(RegOp::Set { key, .. }) if *key == r.key)
+                    }) else {
+                        return Err(violation(
+                            "stale-read",
+                            self.now,
+                            format!("a read of key {} returned {w}, which no chosen write of that key wrote", r.key),
+                        ));
+                    };
+                    let next = writes.iter().copied().find(|&x| x > p);
+                    (p + 1, next.unwrap_or(usize::MAX))
+                }
+            };
+            placed.push((r, lo, hi));
+        }
+        // Lower bounds from everything acknowledged before a read was
+        // issued, by ack tick; upper bounds from log ops issued after a read
+        // was acknowledged, by issue tick.
+        let mut before: Vec<(u64, usize)> = self
+            .acks
+            .iter()
+            .filter_map(|(k, a)| applied.get(k).map(|(pos, _)| (a.acked_at, pos + 1)))
+            .chain(placed.iter().map(|(r, lo, _)| (r.acked_at, *lo)))
+            .collect();
+        before.sort_unstable();
+        let mut running = 0;
+        for entry in before.iter_mut() {
+            running = running.max(entry.1);
+            entry.1 = running;
+        }
+        let mut after: Vec<(u64, usize)> = applied
+            .iter()
+            .filter_map(|(k, (pos, _))| self.checker.issued.get(k).map(|i| (i.tick, *pos)))
+            .collect();
+        after.sort_unstable();
+        let mut running = usize::MAX;
+        for entry in after.iter_mut().rev() {
+            running = running.min(entry.1);
+            entry.1 = running;
+        }
+        for (r, lo, hi) in &placed {
+            let n = before.partition_point(|(t, _)| *t < r.issued_at);
+            let must_include = if n == 0 { 0 } else { before[n - 1].1 };
+            let m = after.partition_point(|(t, _)| *t <= r.acked_at);
+            let must_exclude = after.get(m).map_or(usize::MAX, |e| e.1);
+            if (*lo).max(must_include) > (*hi).min(must_exclude) {
+                return Err(violation(
+                    "stale-read",
+                    self.now,
+                    format!(
+                        "a read of key {} issued at t={} and answered {:?} at t={} fits log prefixes {lo}..={hi}, \
+                         but must see at least {must_include} ops (acknowledged before it) and at most {must_exclude}",
+                        r.key, r.issued_at, r.output, r.acked_at
+                    ),
+                ));
+            }
+        }
+        Ok(placed
+            .iter()
+            .filter(|(r, _, _)| r.output.is_some())
+            .map(|(r, lo, _)| (r.acked_at, lo - 1))
+            .collect())
     }
 
     /// Linearizability with the log as the linearization: an operation
     /// acknowledged before another was issued must come first in the log.
-    fn check_real_time(&self, applied: &BTreeMap<(ClientId, u64), (usize, RegOutput)>) -> Check {
+    /// `reads`: read-index reads as (ack tick, position of the write they
+    /// saw): a log op issued after such a read must come after that write.
+    fn check_real_time(
+        &self,
+        applied: &BTreeMap<(ClientId, u64), (usize, RegOutput)>,
+        reads: &[(u64, usize)],
+    ) -> Check {
         // (ack tick, log position) of every acknowledged op, by ack tick.
         let mut acked: Vec<(u64, usize)> = self
             .acks
             .iter()
             .filter_map(|(k, a)| applied.get(k).map(|(pos, _)| (a.acked_at, *pos)))
+            .chain(reads.iter().copied())
             .collect();
         acked.sort_unstable();
         let mut prefix_max: Vec<(usize, u64)> = Vec::with_capacity(acked.len());

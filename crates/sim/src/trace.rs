@@ -117,6 +117,19 @@ pub fn message(m: &Message) -> String {
         }) => {
             format!("Decide slot={slot} {ballot:?} {}", value(v))
         }
+        Message::Acceptor(AcceptorMsg::Confirm { ballot, round }) => {
+            format!("Confirm {ballot:?} round={round}")
+        }
+        Message::Proposer(ProposerMsg::Confirmed { ballot, round }) => {
+            format!("Confirmed {ballot:?} round={round}")
+        }
+        Message::Proposer(ProposerMsg::ReadIndex { ids }) => format!("ReadIndex reads={ids:?}"),
+        Message::Replica(ReplicaMsg::ReadIndex { ids, index }) => {
+            format!("ReadIndex reads={ids:?} index={index}")
+        }
+        Message::Replica(ReplicaMsg::NotLeader { ids, leader }) => {
+            format!("NotLeader reads={ids:?} leader={leader:?}")
+        }
         Message::Replica(ReplicaMsg::Decisions { entries, more }) => {
             let first = entries.first().map_or(0, |e| e.0);
             let last = entries.last().map_or(0, |e| e.0);
@@ -147,6 +160,11 @@ pub fn kind(m: &Message) -> &'static str {
         Message::Learner(LearnerMsg::Compact { .. }) => "Compact→learner",
         Message::Proposer(ProposerMsg::SnapshotTaken { .. }) => "SnapshotTaken",
         Message::Replica(ReplicaMsg::Compacted { .. }) => "Compacted",
+        Message::Acceptor(AcceptorMsg::Confirm { .. }) => "Confirm",
+        Message::Proposer(ProposerMsg::Confirmed { .. }) => "Confirmed",
+        Message::Proposer(ProposerMsg::ReadIndex { .. }) => "ReadIndex",
+        Message::Replica(ReplicaMsg::ReadIndex { .. }) => "ReadIndex→replica",
+        Message::Replica(ReplicaMsg::NotLeader { .. }) => "NotLeader",
         Message::Replica(ReplicaMsg::SnapshotRequest { .. }) => "SnapshotRequest",
         Message::Replica(ReplicaMsg::SnapshotChunk { .. }) => "SnapshotChunk",
         Message::Learner(LearnerMsg::Fetched { .. }) => "Fetched",

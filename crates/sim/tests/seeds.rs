@@ -136,6 +136,25 @@ fn checker_catches_votes_revealed_before_sync() {
     checker_catches(Bug::RevealBeforeSync);
 }
 
+/// Reads served without waiting for the read index (the replica answers
+/// from whatever it has applied) must show up as stale reads: the checker
+/// places each read-index read in the log by the value it returned.
+#[test]
+fn checker_catches_reads_that_skip_the_read_index() {
+    let clean = SimOptions::default();
+    let buggy = SimOptions {
+        bug: Bug::StaleReadIndex,
+        ..clean.clone()
+    };
+    let caught = (0..200).find(|&seed| {
+        run_seed(seed, &buggy)
+            .result
+            .is_err_and(|v| v.invariant == "stale-read")
+            && run_seed(seed, &clean).result.is_ok()
+    });
+    assert!(caught.is_some(), "no stale read caught in 200 seeds");
+}
+
 // ------------------------------------------------------------------------
 // Bugs in the role crates that this simulator found, now fixed. Each test
 // replays the seed that exposed one and asserts the correct behaviour.

@@ -120,7 +120,9 @@ impl Writer for FileStorage {
 fn kv_key(r: &Record) -> Result<[u8; 8]> {
     match r {
         Record::Accept { slot, .. } => Ok(slot.to_be_bytes()),
-        Record::Promise(_) => bail!("the accept workload writes no promises"),
+        Record::Promise(_) | Record::Compacted { .. } => {
+            bail!("the accept workload writes only accepts")
+        }
     }
 }
 

@@ -82,6 +82,10 @@ pub enum AcceptorMsg {
     /// From the leader: a majority of replicas hold durable snapshots that
     /// cover every slot below `below`, so those slots may be forgotten.
     Compact { below: Slot },
+    /// Read-index round `round`: "have you promised anything above
+    /// `ballot`?" Answered with `ProposerMsg::Confirmed` (no) or
+    /// `Preempted` (yes). Changes nothing, so it needs no disk write.
+    Confirm { ballot: Ballot, round: u64 },
 }
 
 /// One slot an acceptor reports in its promise: what it accepted, in which ballot.
@@ -120,6 +124,12 @@ pub enum ProposerMsg {
     /// A replica's state up to (not including) `slot` is in a durable
     /// snapshot; the leader compacts below what a majority of replicas hold.
     SnapshotTaken { slot: Slot },
+    /// A replica wants to serve the reads `ids` without a log write: "are
+    /// you still the leader, and up to which slot must I apply first?"
+    ReadIndex { ids: Vec<u64> },
+    /// An acceptor's answer to `AcceptorMsg::Confirm`: it has promised
+    /// nothing above `ballot`.
+    Confirmed { ballot: Ballot, round: u64 },
 }
 
 /// Messages a learner receives.
@@ -182,5 +192,16 @@ pub enum ReplicaMsg {
         offset: u64,
         total: u64,
         data: bytes::Bytes,
+    },
+    /// The leader's answer to `ReadIndex`: after it received the request, a
+    /// majority of acceptors confirmed its ballot, so every slot chosen
+    /// before the request lies below `index`. The reads may be answered
+    /// from local state once every slot below `index` is applied.
+    ReadIndex { ids: Vec<u64>, index: Slot },
+    /// The proposer asked cannot serve the reads `ids` (it does not lead);
+    /// `leader` is whom it believes leads.
+    NotLeader {
+        ids: Vec<u64>,
+        leader: Option<NodeId>,
     },
 }

@@ -23,4 +23,21 @@ pub trait StateMachine: Send + 'static {
     /// Replaces the state with one produced by [`StateMachine::snapshot`].
     /// Bytes come from disk or from a peer: reject anything malformed.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String>;
+
+    /// Answers `command` from the current state without changing it, if it
+    /// is a pure read; `None` means it must go through the log.
+    ///
+    /// Replicas use this for read-index reads: a read still must see every
+    /// write acknowledged before it was issued, which the replica ensures by
+    /// first applying the log up to the leader's read index. The default
+    /// treats every command as a write, which is always safe.
+    fn query(&self, _command: &Self::Command) -> Option<Self::Output> {
+        None
+    }
+
+    /// Whether [`StateMachine::query`] answers `command`; checked when the
+    /// request arrives, so it must be cheap and must agree with `query`.
+    fn is_read_only(&self, _command: &Self::Command) -> bool {
+        false
+    }
 }
