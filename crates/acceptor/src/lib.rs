@@ -15,7 +15,9 @@
 //! - resends what it accepted in a slot range when a learner asks (`Fetch`),
 //!   so lost p2b copies can be recovered;
 //! - accepts a value in reply to `Accept` (p2a) only if it has not promised a
-//!   higher ballot, and tells the proposer and every learner (p2b);
+//!   higher ballot, and tells the proposer and every learner (p2b; only
+//!   the learner on its own node gets the value with the vote, the others
+//!   have it from the leader);
 //! - answers a refused ballot with `Preempted`, naming the ballot it promised,
 //!   so the proposer can step down instead of retrying blindly;
 //! - confirms a leader's ballot for a read-index round (`Confirm`) if it has
@@ -50,6 +52,9 @@ pub struct Output {
 }
 
 pub struct Acceptor {
+    /// Our node id: a learner with the same id shares our process and gets
+    /// values with its votes.
+    me: NodeId,
     learners: Vec<NodeId>,
     state: AcceptorState,
     /// Records written since storage last held only live state.
@@ -61,9 +66,10 @@ const REWRITE_SLACK: u64 = 4096;
 
 impl Acceptor {
     /// `recovered` is what storage replayed; a fresh acceptor passes the default.
-    pub fn new(learners: Vec<NodeId>, recovered: AcceptorState) -> Self {
+    pub fn new(me: NodeId, learners: Vec<NodeId>, recovered: AcceptorState) -> Self {
         let written = recovered.accepted.len() as u64;
         Acceptor {
+            me,
             learners,
             state: recovered,
             written,
@@ -220,7 +226,7 @@ impl Acceptor {
                 Message::Learner(LearnerMsg::Accepted {
                     ballot: ballot.clone(),
                     slot,
-                    value: value.clone(),
+                    value: (*l == self.me).then(|| value.clone()),
                 }),
             ));
         }
@@ -254,8 +260,13 @@ mod tests {
             op: vec![x].into(),
         }])
     }
+    /// Acceptor `n1`; learner `n1` shares its node, `l1` does not.
     fn acc() -> Acceptor {
-        Acceptor::new(vec![NodeId::new("l1")], AcceptorState::default())
+        Acceptor::new(
+            NodeId::new("n1"),
+            vec![NodeId::new("l1"), NodeId::new("n1")],
+            AcceptorState::default(),
+        )
     }
     fn prepare(a: &mut Acceptor, ballot: Ballot, from_slot: Slot) -> Output {
         a.handle(
@@ -484,13 +495,23 @@ mod tests {
                 value: v(1)
             }]
         );
-        assert_eq!(out.send.len(), 2);
+        assert_eq!(out.send.len(), 3);
+        // The value travels only to the learner in our own process; the
+        // other has it from the leader.
         assert!(out.send.contains(&(
             NodeId::new("l1"),
             Message::Learner(LearnerMsg::Accepted {
                 ballot: b(1, "p1"),
                 slot: 0,
-                value: v(1)
+                value: None
+            })
+        )));
+        assert!(out.send.contains(&(
+            NodeId::new("n1"),
+            Message::Learner(LearnerMsg::Accepted {
+                ballot: b(1, "p1"),
+                slot: 0,
+                value: Some(v(1))
             })
         )));
         assert!(out.send.contains(&(
@@ -506,7 +527,7 @@ mod tests {
         // A retransmission is answered again without a second disk write.
         let again = accept(&mut a, b(3, "p2"), 1, v(2));
         assert!(again.persist.is_empty());
-        assert_eq!(again.send.len(), 2);
+        assert_eq!(again.send.len(), 3);
     }
 
     #[test]
@@ -517,7 +538,7 @@ mod tests {
             ballot: b(4, "p1"),
             value: v(9),
         });
-        let mut a = Acceptor::new(vec![], st);
+        let mut a = Acceptor::new(NodeId::new("a1"), vec![], st);
         let out = prepare(&mut a, b(3, "p2"), 0);
         assert!(matches!(
             out.send[0].1,

@@ -29,7 +29,7 @@ async fn replies_wait_for_sync_and_share_it() {
     });
     let acceptor = AcceptorActor::new(
         me.clone(),
-        Acceptor::new(vec![], AcceptorState::default()),
+        Acceptor::new(NodeId::new("a1"), vec![], AcceptorState::default()),
         Box::new(storage),
         router.clone(),
     )

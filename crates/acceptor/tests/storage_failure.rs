@@ -22,7 +22,7 @@ fn failed_sync_stops_the_node_without_acknowledging() {
         let router = Router::start(TransportConfig::new("t", me.clone())).unwrap();
         let acceptor = AcceptorActor::new(
             me.clone(),
-            Acceptor::new(vec![], AcceptorState::default()),
+            Acceptor::new(NodeId::new("a1"), vec![], AcceptorState::default()),
             // A full disk: appends land in a buffer, every sync fails.
             Box::new(TestDisk(|| {
                 Err(StorageError::Io {

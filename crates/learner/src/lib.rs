@@ -2,10 +2,15 @@
 //!
 //! A value is chosen for a slot once a majority of acceptors accepted it in
 //! the same ballot; acceptors copy every p2b to the learners, so the learner
-//! only counts. When a slot is chosen the learner tells every replica
-//! (`Decide`) and every proposer (`Chosen`, so a future leader starts phase 1
-//! past it), and reports it to local observers. It keeps the chosen log in
-//! memory to answer replicas that fell behind (`CatchUp`).
+//! only counts. The votes carry no value except from the acceptor on the
+//! learner's own node; a learner without one gets the value from the
+//! leader (`Proposed`). Since one ballot proposes one value per slot, a
+//! majority of votes for `(ballot, slot)` plus that ballot's value is a
+//! choice. When a slot is chosen the learner tells the replicas and
+//! proposers it is home learner for ([`Topology::home_learner`]: `Decide`,
+//! and `Chosen` so a future leader starts phase 1 past it), and reports it
+//! to local observers. It keeps the chosen log in memory to answer replicas
+//! that fell behind or lost their home learner (`CatchUp`).
 //!
 //! A learner is not durable, and p2b copies sent to it can be lost, so it
 //! repairs itself. When it has evidence that the log goes further than its
@@ -43,6 +48,9 @@ pub struct Output {
     pub decided: Vec<(Slot, Value)>,
 }
 
+/// Per ballot: the value, once known, and which acceptors accepted it.
+type SlotVotes = BTreeMap<Ballot, (Option<Value>, BTreeSet<NodeId>)>;
+
 /// What one acceptor holds in a fetched range, slot by slot.
 type Holdings = BTreeMap<Slot, (Ballot, Value)>;
 
@@ -56,10 +64,12 @@ struct Repair {
 
 pub struct Learner {
     acceptors: Vec<NodeId>,
-    replicas: Vec<NodeId>,
     proposers: Vec<NodeId>,
-    /// Per slot and ballot: the value and which acceptors accepted it.
-    votes: BTreeMap<Slot, BTreeMap<Ballot, (Value, BTreeSet<NodeId>)>>,
+    /// Replicas and proposers we are the home learner of: they hear about
+    /// chosen slots from us.
+    decide_to: Vec<NodeId>,
+    chosen_to: Vec<NodeId>,
+    votes: BTreeMap<Slot, SlotVotes>,
     chosen: BTreeMap<Slot, (Ballot, Value)>,
     /// Most decisions sent in answer to one `CatchUp`, to bound message size.
     max_catch_up: usize,
@@ -82,11 +92,20 @@ pub struct Learner {
 }
 
 impl Learner {
-    pub fn new(topology: &Topology) -> Self {
+    pub fn new(me: NodeId, topology: &Topology) -> Self {
+        let homed_here = |nodes: &[NodeId]| -> Vec<NodeId> {
+            nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, n)| topology.home_learner(n, *i) == Some(&me))
+                .map(|(_, n)| n.clone())
+                .collect()
+        };
         Learner {
             acceptors: topology.acceptors.clone(),
-            replicas: topology.replicas.clone(),
             proposers: topology.proposers.clone(),
+            decide_to: homed_here(&topology.replicas),
+            chosen_to: homed_here(&topology.proposers),
             votes: BTreeMap::new(),
             chosen: BTreeMap::new(),
             max_catch_up: 256,
@@ -152,6 +171,11 @@ impl Learner {
                 slot,
                 value,
             } => self.handle_accepted(from, ballot, slot, value),
+            LearnerMsg::Proposed {
+                ballot,
+                slot,
+                value,
+            } => self.handle_proposed(from, ballot, slot, value),
             LearnerMsg::CatchUp { from_slot } => self.handle_catch_up(from, from_slot),
             LearnerMsg::Progress { first_unchosen } => {
                 self.known_end = self.known_end.max(first_unchosen);
@@ -176,11 +200,68 @@ impl Learner {
         from: NodeId,
         ballot: Ballot,
         slot: Slot,
-        value: Value,
+        value: Option<Value>,
     ) -> Output {
         let mut out = Output::default();
         self.count_vote(from, ballot, slot, value, &mut out);
         out
+    }
+
+    /// The leader's value for `(ballot, slot)`: not a vote, but what the
+    /// votes for that ballot are votes for.
+    fn handle_proposed(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        slot: Slot,
+        value: Value,
+    ) -> Output {
+        let mut out = Output::default();
+        if ballot.node != from || !self.proposers.contains(&from) {
+            return out;
+        }
+        if slot < self.first_unlearned || self.chosen.contains_key(&slot) {
+            return out;
+        }
+        let entry = self
+            .votes
+            .entry(slot)
+            .or_default()
+            .entry(ballot.clone())
+            .or_insert_with(|| (None, BTreeSet::new()));
+        if !Self::merge_value(&mut entry.0, value, slot, &ballot, &from) {
+            return out;
+        }
+        if entry.1.len() >= majority(self.acceptors.len()) {
+            if let Some(value) = entry.0.clone() {
+                self.choose(slot, ballot, value, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Records `value` as the value of one `(ballot, slot)`; false if a
+    /// different one is already recorded there.
+    fn merge_value(
+        known: &mut Option<Value>,
+        value: Value,
+        slot: Slot,
+        ballot: &Ballot,
+        from: &NodeId,
+    ) -> bool {
+        match known {
+            Some(v) if *v != value => {
+                // One ballot proposes one value per slot; anything else is a
+                // protocol violation elsewhere and must not be counted.
+                tracing::error!(slot, ?ballot, sender = %from, "two values for one slot in one ballot; ignored");
+                false
+            }
+            Some(_) => true,
+            None => {
+                *known = Some(value);
+                true
+            }
+        }
     }
 
     fn count_vote(
@@ -188,7 +269,7 @@ impl Learner {
         from: NodeId,
         ballot: Ballot,
         slot: Slot,
-        value: Value,
+        value: Option<Value>,
         out: &mut Output,
     ) {
         if slot < self.first_unlearned
@@ -198,20 +279,24 @@ impl Learner {
             return;
         }
         self.known_end = self.known_end.max(slot + 1);
-        let by_ballot = self.votes.entry(slot).or_default();
-        let (v, voters) = by_ballot
+        let (known, voters) = self
+            .votes
+            .entry(slot)
+            .or_default()
             .entry(ballot.clone())
-            .or_insert_with(|| (value.clone(), BTreeSet::new()));
-        if *v != value {
-            // One ballot proposes one value per slot; anything else is a
-            // protocol violation elsewhere and must not be counted.
-            tracing::error!(slot, ?ballot, acceptor = %from, "two values for one slot in one ballot; vote ignored");
-            return;
+            .or_insert_with(|| (None, BTreeSet::new()));
+        if let Some(value) = value {
+            if !Self::merge_value(known, value, slot, &ballot, &from) {
+                return;
+            }
         }
         voters.insert(from);
+        // A majority without the value (the leader's `Proposed` was lost)
+        // waits: the stalled prefix makes `tick` fetch it from acceptors.
         if voters.len() >= majority(self.acceptors.len()) {
-            let value = v.clone();
-            self.choose(slot, ballot, value, out);
+            if let Some(value) = known.clone() {
+                self.choose(slot, ballot, value, out);
+            }
         }
     }
 
@@ -234,7 +319,7 @@ impl Learner {
                 from.clone(),
                 e.ballot.clone(),
                 e.slot,
-                e.value.clone(),
+                Some(e.value.clone()),
                 &mut out,
             );
         }
@@ -304,7 +389,7 @@ impl Learner {
         while self.chosen.contains_key(&self.first_unlearned) {
             self.first_unlearned += 1;
         }
-        for r in &self.replicas {
+        for r in &self.decide_to {
             out.send.push((
                 r.clone(),
                 Message::Replica(ReplicaMsg::Decide {
@@ -314,7 +399,7 @@ impl Learner {
                 }),
             ));
         }
-        for p in &self.proposers {
+        for p in &self.chosen_to {
             out.send
                 .push((p.clone(), Message::Proposer(ProposerMsg::Chosen { slot })));
         }
@@ -365,12 +450,15 @@ mod tests {
         Ballot::new(r, n("p1"))
     }
     fn learner() -> Learner {
-        Learner::new(&Topology {
-            acceptors: vec![n("a1"), n("a2"), n("a3")],
-            replicas: vec![n("r1")],
-            proposers: vec![n("p1")],
-            learners: vec![],
-        })
+        Learner::new(
+            n("l1"),
+            &Topology {
+                acceptors: vec![n("a1"), n("a2"), n("a3")],
+                replicas: vec![n("r1")],
+                proposers: vec![n("p1")],
+                learners: vec![n("l1")],
+            },
+        )
     }
     fn accepted(l: &mut Learner, from: &str, ballot: Ballot, slot: Slot, value: Value) -> Output {
         l.handle(
@@ -378,9 +466,101 @@ mod tests {
             LearnerMsg::Accepted {
                 ballot,
                 slot,
-                value,
+                value: Some(value),
             },
         )
+    }
+    fn vote(l: &mut Learner, from: &str, ballot: Ballot, slot: Slot) -> Output {
+        l.handle(
+            n(from),
+            LearnerMsg::Accepted {
+                ballot,
+                slot,
+                value: None,
+            },
+        )
+    }
+    fn v(x: u8) -> Value {
+        Value::Batch(vec![synod_types::Command {
+            client: synod_types::ClientId(1),
+            seq: x as u64,
+            op: vec![x].into(),
+        }])
+    }
+
+    #[test]
+    fn value_less_votes_choose_with_the_leaders_value_in_either_order() {
+        // Votes first, then the leader's value.
+        let mut l = learner();
+        vote(&mut l, "a1", b(1), 0);
+        assert!(
+            vote(&mut l, "a2", b(1), 0).decided.is_empty(),
+            "no value yet"
+        );
+        let proposed = |l: &mut Learner, from: &str, ballot: Ballot, value: Value| {
+            l.handle(
+                n(from),
+                LearnerMsg::Proposed {
+                    ballot,
+                    slot: 0,
+                    value,
+                },
+            )
+        };
+        // Only the ballot's own proposer speaks for its value.
+        assert!(proposed(&mut l, "p2", b(1), v(9)).decided.is_empty());
+        let out = proposed(&mut l, "p1", b(1), v(1));
+        assert_eq!(out.decided, vec![(0, v(1))]);
+        // Value first, then votes; a value of another ballot does not count.
+        let mut l = learner();
+        proposed(&mut l, "p1", b(2), v(2));
+        vote(&mut l, "a1", b(1), 0);
+        assert!(vote(&mut l, "a2", b(1), 0).decided.is_empty());
+        vote(&mut l, "a3", b(2), 0);
+        assert_eq!(vote(&mut l, "a1", b(2), 0).decided, vec![(0, v(2))]);
+    }
+
+    #[test]
+    fn a_majority_whose_value_never_came_is_fetched() {
+        let mut l = learner();
+        vote(&mut l, "a1", b(1), 0);
+        vote(&mut l, "a2", b(1), 0);
+        let asked = (0..50)
+            .map(|_| fetches(&l.tick()))
+            .find(|f| !f.is_empty())
+            .unwrap_or_default();
+        assert_eq!(asked.len(), 3, "a fetch round to every acceptor");
+        let out = fetched(&mut l, "a1", (0, 1), vec![(0, b(1), v(5))]);
+        assert_eq!(out.decided, vec![(0, v(5))]);
+    }
+
+    #[test]
+    fn decisions_go_only_to_the_replicas_and_proposers_homed_here() {
+        let topology = Topology {
+            acceptors: vec![n("n1"), n("n2"), n("n3")],
+            replicas: vec![n("n1"), n("n2"), n("r9")],
+            proposers: vec![n("n1"), n("p9")],
+            learners: vec![n("n1"), n("n2")],
+        };
+        let mut l = Learner::new(n("n1"), &topology);
+        for a in ["n1", "n2"] {
+            accepted(&mut l, a, b(1), 0, Value::Noop);
+        }
+        let mut to: Vec<NodeId> = l
+            .handle(n("r9"), LearnerMsg::CatchUp { from_slot: 0 })
+            .send
+            .into_iter()
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(to, vec![n("r9")], "catch-up answers anyone");
+        let mut l = Learner::new(n("n1"), &topology);
+        accepted(&mut l, "n1", b(1), 0, Value::Noop);
+        let out = accepted(&mut l, "n2", b(1), 0, Value::Noop);
+        to = out.send.into_iter().map(|(to, _)| to).collect();
+        to.sort();
+        // n1 is on our node; r9 (third replica) and p9 (second proposer)
+        // have no learner of their own and fall to n1 and n2 by position.
+        assert_eq!(to, vec![n("n1"), n("n1"), n("r9")]);
     }
 
     #[test]

@@ -123,7 +123,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             let recovered = storage.load()?;
             tracing::info!(node = %me, dir = %dir.display(), promised = ?recovered.promised,
                 accepted = recovered.accepted.len(), "acceptor recovered");
-            let logic = Acceptor::new(topology.learners.clone(), recovered);
+            let logic = Acceptor::new(me.clone(), topology.learners.clone(), recovered);
             let actor = AcceptorActor::new(me.clone(), logic, Box::new(storage), router.clone());
             acceptor_stats = Some(actor.stats());
             Some(actor.start())
@@ -146,7 +146,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             ProposerActor::new(logic, router.clone(), tick).start()
         });
         let learner = node.has(Role::Learner).then(|| {
-            let logic = Learner::new(&topology);
+            let logic = Learner::new(me.clone(), &topology);
             LearnerActor::new(logic, router.clone(), tick).start()
         });
         let replica_actor = if node.has(Role::Replica) {

@@ -401,6 +401,7 @@ impl Proposer {
         for a in &self.acceptors {
             out.send.push((a.clone(), msg.clone()));
         }
+        self.send_proposed(slot, &value, out);
         self.inflight.insert(
             slot,
             InFlight {
@@ -412,6 +413,7 @@ impl Proposer {
     }
 
     fn retransmit_accepts(&mut self, out: &mut Output) {
+        let mut resend = Vec::new();
         for (slot, f) in self.inflight.iter_mut() {
             if self.now - f.sent_at < self.cfg.retransmit_ticks {
                 continue;
@@ -426,6 +428,28 @@ impl Proposer {
                 if !f.acks.contains(a) {
                     out.send.push((a.clone(), msg.clone()));
                 }
+            }
+            resend.push((*slot, f.value.clone()));
+        }
+        // Learners may have missed the value too.
+        for (slot, value) in resend {
+            self.send_proposed(slot, &value, out);
+        }
+    }
+
+    /// Learners with an acceptor on their node get values with its votes;
+    /// the others need the value from us, once.
+    fn send_proposed(&self, slot: Slot, value: &Value, out: &mut Output) {
+        for l in &self.learners {
+            if !self.acceptors.contains(l) {
+                out.send.push((
+                    l.clone(),
+                    Message::Learner(LearnerMsg::Proposed {
+                        ballot: self.ballot.clone(),
+                        slot,
+                        value: value.clone(),
+                    }),
+                ));
             }
         }
     }
@@ -746,6 +770,18 @@ impl Proposer {
     fn advance_first_unchosen(&mut self) {
         while self.chosen_above.remove(&self.first_unchosen) {
             self.first_unchosen += 1;
+        }
+        // Slots we still drive in phase 2 but now know chosen (a learner
+        // or a compaction mark said so, our p2b were lost): acceptors may
+        // have forgotten them and would never answer, so stop waiting.
+        // Commands of ours that lost such a slot are retried by replicas.
+        let done: Vec<Slot> = self
+            .inflight
+            .range(..self.first_unchosen)
+            .map(|(s, _)| *s)
+            .collect();
+        for slot in done {
+            self.finish_slot(slot);
         }
     }
 }

@@ -203,7 +203,15 @@ pub struct Replica<S: StateMachine> {
     download: Option<Download>,
     next_peer: usize,
     next_report: u64,
+    /// `(slot_out, since)`: when the applied prefix last moved. Only our
+    /// home learner sends us decisions; if it dies we hear nothing, and
+    /// waiting clients make us ask the others early.
+    progress: (Slot, u64),
 }
+
+/// Ticks without an applied slot, while clients wait, before a replica
+/// asks another learner for decisions.
+const QUIET_TICKS: u64 = 3;
 
 impl<S: StateMachine> Replica<S> {
     pub fn new(me: &NodeId, topology: &Topology, cfg: ReplicaConfig, sm: S) -> Self {
@@ -238,6 +246,7 @@ impl<S: StateMachine> Replica<S> {
             download: None,
             next_peer: 0,
             next_report: 0,
+            progress: (0, 0),
         }
     }
 
@@ -782,7 +791,15 @@ impl<S: StateMachine> Replica<S> {
         // Decisions usually arrive a little out of order; a gap that
         // outlives a couple of ticks means one was lost.
         let gap_stuck = self.gap_since.is_some_and(|g| self.now - g >= 2);
-        if gap_stuck || self.now >= self.next_catch_up {
+        if self.progress.0 != self.slot_out {
+            self.progress = (self.slot_out, self.now);
+        }
+        let waiting = !self.pending.is_empty() || !self.reads.ready.is_empty();
+        let quiet = waiting && self.now - self.progress.1 >= QUIET_TICKS;
+        if quiet {
+            self.progress.1 = self.now;
+        }
+        if gap_stuck || quiet || self.now >= self.next_catch_up {
             if gap_stuck {
                 self.gap_since = Some(self.now);
             }

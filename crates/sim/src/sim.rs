@@ -643,7 +643,7 @@ impl Sim {
                     ),
                 ));
             }
-            let acceptor = Acceptor::new(self.learners.clone(), state);
+            let acceptor = Acceptor::new(node.id.clone(), self.learners.clone(), state);
             if acceptor.promised() < &node.revealed && bug == Bug::None {
                 return Err(violation(
                     "promise-monotonic",
@@ -667,7 +667,7 @@ impl Sim {
             ));
         }
         if node.roles.learner {
-            node.learner = Some(Learner::new(&topology));
+            node.learner = Some(Learner::new(node.id.clone(), &topology));
         }
         if node.roles.replica {
             let fresh = || Replica::new(&node.id, &topology, rcfg.clone(), Register::default());
@@ -978,7 +978,7 @@ impl Sim {
                         &node.durable,
                         *slot,
                         ballot,
-                        Some(value),
+                        value.as_ref(),
                     )?;
                 }
                 _ => {}
@@ -1029,7 +1029,25 @@ impl Sim {
                 value,
             }) = m
             {
-                self.checker.vote(self.now, i, *slot, ballot, value)?;
+                // Most copies carry no value: the vote is for what the
+                // acceptor holds in that slot under that ballot.
+                let held = self.nodes[i]
+                    .acceptor
+                    .as_ref()
+                    .and_then(|a| a.accepted(*slot))
+                    .filter(|(b, _)| b == ballot)
+                    .map(|(_, v)| v.clone());
+                let Some(value) = value.clone().or(held) else {
+                    return Err(violation(
+                        "vote",
+                        self.now,
+                        format!(
+                            "acceptor {} voted for slot {slot} in {ballot:?} but holds no value there",
+                            self.nodes[i].id
+                        ),
+                    ));
+                };
+                self.checker.vote(self.now, i, *slot, ballot, &value)?;
             }
         }
         Ok(())
@@ -1575,14 +1593,16 @@ impl Sim {
                             issued_at,
                             acked_at: ack.acked_at,
                         }),
-                        _ => return Err(violation(
-                            "acked-lost",
-                            now,
-                            format!(
+                        _ => {
+                            return Err(violation(
+                                "acked-lost",
+                                now,
+                                format!(
                                 "{client:?}/{seq} was acknowledged at t={} but is not in the log",
                                 ack.acked_at
                             ),
-                        )),
+                            ))
+                        }
                     }
                 }
                 None => {

@@ -68,9 +68,15 @@ pub fn message(m: &Message) -> String {
             ballot,
             slot,
             value: v,
-        }) => {
-            format!("Accepted→learner {ballot:?} slot={slot} {}", value(v))
-        }
+        }) => match v {
+            Some(v) => format!("Accepted→learner {ballot:?} slot={slot} {}", value(v)),
+            None => format!("Accepted→learner {ballot:?} slot={slot} (vote only)"),
+        },
+        Message::Learner(LearnerMsg::Proposed {
+            ballot,
+            slot,
+            value: v,
+        }) => format!("Proposed {ballot:?} slot={slot} {}", value(v)),
         Message::Learner(LearnerMsg::CatchUp { from_slot }) => {
             format!("CatchUp from_slot={from_slot}")
         }
@@ -161,6 +167,7 @@ pub fn kind(m: &Message) -> &'static str {
         Message::Proposer(ProposerMsg::SnapshotTaken { .. }) => "SnapshotTaken",
         Message::Replica(ReplicaMsg::Compacted { .. }) => "Compacted",
         Message::Acceptor(AcceptorMsg::Confirm { .. }) => "Confirm",
+        Message::Learner(LearnerMsg::Proposed { .. }) => "Proposed",
         Message::Proposer(ProposerMsg::Confirmed { .. }) => "Confirmed",
         Message::Proposer(ProposerMsg::ReadIndex { .. }) => "ReadIndex",
         Message::Replica(ReplicaMsg::ReadIndex { .. }) => "ReadIndex→replica",

@@ -45,6 +45,24 @@ pub struct Topology {
     pub replicas: Vec<NodeId>,
 }
 
+impl Topology {
+    /// The learner that tells `node` (a replica or proposer) about chosen
+    /// slots: the learner on its own node if there is one, else one picked
+    /// by position so the load spreads. Every other learner stays quiet
+    /// towards it; a replica that stops hearing from its learner polls the
+    /// others (`CatchUp`), so this saves messages without a single point
+    /// of failure.
+    pub fn home_learner(&self, node: &NodeId, position: usize) -> Option<&NodeId> {
+        if let Some(same) = self.learners.iter().find(|l| *l == node) {
+            return Some(same);
+        }
+        if self.learners.is_empty() {
+            return None;
+        }
+        self.learners.get(position % self.learners.len())
+    }
+}
+
 /// Number of acceptors that form a majority of `n`.
 pub fn majority(n: usize) -> usize {
     n / 2 + 1

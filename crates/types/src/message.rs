@@ -135,8 +135,20 @@ pub enum ProposerMsg {
 /// Messages a learner receives.
 #[derive(Clone, PartialEq, Serialize, Deserialize, Debug)]
 pub enum LearnerMsg {
-    /// p2b copy for learners, carrying the value so the learner can announce it.
+    /// p2b copy for learners. Only a learner on the acceptor's own node
+    /// gets the value (a free local copy); the others get the vote alone
+    /// and the value from the leader's `Proposed`, so a value crosses the
+    /// network once per learner instead of once per acceptor and learner.
     Accepted {
+        ballot: Ballot,
+        slot: Slot,
+        value: Option<Value>,
+    },
+    /// From the leader, to learners with no acceptor on their node: the
+    /// value it asks the acceptors to accept in `slot` under `ballot` (one
+    /// ballot proposes one value per slot, so votes for `(ballot, slot)`
+    /// are votes for it).
+    Proposed {
         ballot: Ballot,
         slot: Slot,
         value: Value,
