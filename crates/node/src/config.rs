@@ -90,7 +90,12 @@ impl Default for Timing {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Log slots a leader keeps in phase 2 at once.
+    /// Log slots a leader keeps in phase 2 at once. Small on purpose:
+    /// every slot costs a round of messages and a share of an fsync on
+    /// each acceptor, so under load it is cheaper to let commands pile up
+    /// behind a few slots in flight and ship them together (measured on
+    /// 2 cores, 63 clients: window 4 ≈ 8 commands per slot, ~40 µs of CPU
+    /// per write across the cluster; window 64 = 1 command per slot, ~58 µs).
     pub window: usize,
     pub max_batch: usize,
     pub max_batch_bytes: usize,
@@ -108,7 +113,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            window: 64,
+            window: 4,
             max_batch: 512,
             max_batch_bytes: 1 << 20,
             max_queue: 100_000,

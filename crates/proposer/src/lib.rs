@@ -89,7 +89,7 @@ impl Default for ProposerConfig {
             heartbeat_ticks: 5,
             election_timeout_ticks: 30,
             retransmit_ticks: 20,
-            window: 64,
+            window: 4,
             max_batch: 512,
             max_batch_bytes: 1 << 20,
             max_queue: 100_000,

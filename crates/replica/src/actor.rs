@@ -78,6 +78,8 @@ pub struct ReplicaActor<S: StateMachine> {
     router: Addr<Router>,
     tick: Duration,
     waiting: HashMap<(ClientId, u64), oneshot::Sender<ClientReply>>,
+    /// Requests that arrived since the last flush; see `FlushRequests`.
+    arrived: Vec<(ClientId, u64, Bytes)>,
     /// Where snapshots go; `None` keeps them in memory only (tests).
     store: Option<SnapshotStore>,
     writer: Option<mpsc::Sender<Snapshot>>,
@@ -87,6 +89,14 @@ pub struct ReplicaActor<S: StateMachine> {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct SnapshotSaved(Result<Snapshot, String>);
+
+/// Sent to ourselves when the first request of a burst arrives. It queues
+/// behind whatever is in the mailbox already, so every request that came
+/// in meanwhile is handed to the logic together and goes to the leader in
+/// one message: batching with no timer and no wait when idle.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushRequests;
 
 impl<S: StateMachine + Unpin> ReplicaActor<S> {
     /// `logic` is a fresh replica or one restored from `store`'s snapshot.
@@ -103,6 +113,7 @@ impl<S: StateMachine + Unpin> ReplicaActor<S> {
             router,
             tick,
             waiting: HashMap::new(),
+            arrived: Vec::new(),
             store,
             writer: None,
             extra: None,
@@ -219,9 +230,20 @@ impl<S: StateMachine + Unpin> Handler<Deliver<ReplicaMsg>> for ReplicaActor<S> {
 
 impl<S: StateMachine + Unpin> Handler<ClientRequest> for ReplicaActor<S> {
     type Result = ();
-    fn handle(&mut self, req: ClientRequest, _: &mut Context<Self>) {
+    fn handle(&mut self, req: ClientRequest, ctx: &mut Context<Self>) {
         self.waiting.insert((req.client, req.seq), req.reply);
-        let out = self.logic.handle_request(req.client, req.seq, req.op);
+        if self.arrived.is_empty() {
+            ctx.notify(FlushRequests);
+        }
+        self.arrived.push((req.client, req.seq, req.op));
+    }
+}
+
+impl<S: StateMachine + Unpin> Handler<FlushRequests> for ReplicaActor<S> {
+    type Result = ();
+    fn handle(&mut self, _: FlushRequests, _: &mut Context<Self>) {
+        let arrived = std::mem::take(&mut self.arrived);
+        let out = self.logic.handle_requests(arrived);
         self.execute(out);
     }
 }
@@ -230,6 +252,7 @@ impl<S: StateMachine + Unpin> Handler<ClientGone> for ReplicaActor<S> {
     type Result = ();
     fn handle(&mut self, ClientGone(client): ClientGone, _: &mut Context<Self>) {
         self.waiting.retain(|(c, _), _| *c != client);
+        self.arrived.retain(|(c, _, _)| *c != client);
         self.logic.forget_client(client);
     }
 }

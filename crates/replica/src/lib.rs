@@ -365,6 +365,24 @@ impl<S: StateMachine> Replica<S> {
     /// encoding.
     pub fn handle_request(&mut self, client: ClientId, seq: u64, op: Bytes) -> Output {
         let mut out = Output::default();
+        self.request(client, seq, op, &mut out);
+        out
+    }
+
+    /// Several client requests at once: the writes among them go to the
+    /// leader in one `Propose`, the reads in one `ReadIndex`.
+    pub fn handle_requests(
+        &mut self,
+        requests: impl IntoIterator<Item = (ClientId, u64, Bytes)>,
+    ) -> Output {
+        let mut out = Output::default();
+        for (client, seq, op) in requests {
+            self.request(client, seq, op, &mut out);
+        }
+        out
+    }
+
+    fn request(&mut self, client: ClientId, seq: u64, op: Bytes, out: &mut Output) {
         if let Some(s) = self.sessions.get(&client) {
             if seq <= s.seq {
                 // Already applied: a retry gets the remembered answer; an
@@ -375,7 +393,7 @@ impl<S: StateMachine> Replica<S> {
                     seq,
                     output,
                 });
-                return out;
+                return;
             }
         }
         if self.pending.contains_key(&(client, seq))
@@ -385,7 +403,7 @@ impl<S: StateMachine> Replica<S> {
                 .values()
                 .any(|r| r.client == client && r.seq == seq)
         {
-            return out;
+            return;
         }
         if self.cfg.read_index {
             if let Ok(command) = synod_codec::decode::<S::Command>(&op) {
@@ -403,24 +421,30 @@ impl<S: StateMachine> Replica<S> {
                         },
                     );
                     self.reads.unasked.push(id);
-                    self.ask_read_index(&mut out);
-                    return out;
+                    self.ask_read_index(out);
+                    return;
                 }
             }
         }
-        self.propose(client, seq, op, &mut out);
-        out
+        self.propose(client, seq, op, out);
     }
 
     fn propose(&mut self, client: ClientId, seq: u64, op: Bytes, out: &mut Output) {
         let command = Command { client, seq, op };
         let to = self.target();
-        out.send.push((
-            to,
-            Message::Proposer(ProposerMsg::Propose {
-                commands: vec![command.clone()],
-            }),
-        ));
+        let open = out.send.iter_mut().rev().find_map(|(dest, m)| match m {
+            Message::Proposer(ProposerMsg::Propose { commands }) if *dest == to => Some(commands),
+            _ => None,
+        });
+        match open {
+            Some(commands) => commands.push(command.clone()),
+            None => out.send.push((
+                to,
+                Message::Proposer(ProposerMsg::Propose {
+                    commands: vec![command.clone()],
+                }),
+            )),
+        }
         self.pending.insert(
             (client, seq),
             Pending {

@@ -517,3 +517,27 @@ fn with_read_index_off_reads_go_through_the_log() {
         .iter()
         .any(|(_, m)| matches!(m, Message::Proposer(ProposerMsg::Propose { .. }))));
 }
+
+#[test]
+fn requests_handled_together_go_to_the_leader_in_one_propose() {
+    let mut r = replica();
+    let out = r.handle_requests([
+        (ClientId(1), 1, op(10)),
+        (ClientId(2), 1, op(20)),
+        (ClientId(3), 1, op(0)),
+        (ClientId(4), 1, op(40)),
+    ]);
+    let proposes: Vec<&Vec<Command>> = out
+        .send
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Message::Proposer(ProposerMsg::Propose { commands }) => Some(commands),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(proposes.len(), 1);
+    let seen: Vec<ClientId> = proposes[0].iter().map(|c| c.client).collect();
+    assert_eq!(seen, vec![ClientId(1), ClientId(2), ClientId(4)]);
+    assert_eq!(read_index_asks(&out).len(), 1, "the read goes its own way");
+    assert_eq!(r.pending(), 4);
+}
