@@ -23,7 +23,7 @@ mkdir -p run
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 profile=${SYNOD_PROFILE:-release}
-bin=${SYNOD_BIN:-$root/target/$profile/synod}
+bin=${SYNOD_BIN:-${CARGO_TARGET_DIR:-$root/target}/$profile/synod}
 
 current_config() {
     if [ -n "${1:-}" ]; then echo "$1"

@@ -32,6 +32,12 @@ cargo run -q --release -p synod-sim -- --seeds "${SIM_SEEDS:-1000}"
 step "cluster.sh smoke (redis-cli against a 3-process cluster)"
 scripts/smoke-cluster.sh
 
+# Keeps scripts/bench.sh and the load generator working: Synod only, 1 and
+# 16 clients, 2 s each; fails on any error. The etcd/Redis comparison runs
+# outside CI (scripts/bench.sh), its figures live in docs/bench/.
+step "benchmark smoke (scripts/bench.sh --smoke)"
+scripts/bench.sh --smoke
+
 # Real processes in network namespaces, every nemesis once (tc netem delay
 # only where the kernel has it), 10 clients, history checked for
 # linearizability. A failing run keeps run/jepsen/<timestamp>/ (history,

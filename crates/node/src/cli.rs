@@ -7,6 +7,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use synod_kv::KvStore;
 
+/// `println!` that does not panic when stdout is closed early
+/// (`synod check-config ... | head`): the reader went away, nothing to do.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// Exit code for a bad config or command line, as the issue tracker asks.
 const EXIT_CONFIG: u8 = 2;
 
@@ -70,7 +79,7 @@ pub fn main() -> ExitCode {
                         .client_addr
                         .map(|a| format!(" client={a}"))
                         .unwrap_or_default();
-                    println!(
+                    out!(
                         "{} peer={}{} roles={}",
                         n.id,
                         n.peer_addr,
@@ -93,7 +102,7 @@ pub fn main() -> ExitCode {
 /// Exit 0 if everything on disk checks out, 1 if anything is corrupt.
 fn inspect(dir: &std::path::Path) -> ExitCode {
     let mut ok = true;
-    println!("data dir: {}", dir.display());
+    out!("data dir: {}", dir.display());
     if dir.join("acceptor.log").exists() {
         match synod_storage::inspect_log(dir) {
             Ok(r) => {
@@ -102,51 +111,51 @@ fn inspect(dir: &std::path::Path) -> ExitCode {
                     (Some(a), Some(b)) => format!("{a}..={b} ({} slots)", st.accepted.len()),
                     _ => "none".into(),
                 };
-                println!(
+                out!(
                     "acceptor log: {} ({} bytes, {} records)",
                     r.path.display(),
                     r.bytes,
                     r.records
                 );
-                println!(
+                out!(
                     "  promised ballot: ({}, {})",
                     st.promised.round, st.promised.node
                 );
-                println!("  accepted slots: {range}");
-                println!("  compacted below slot: {}", st.compacted_below);
+                out!("  accepted slots: {range}");
+                out!("  compacted below slot: {}", st.compacted_below);
                 if r.torn_bytes > 0 {
-                    println!(
+                    out!(
                         "  checksums: ok; torn final record: {} bytes at offset {} (discarded at next start)",
                         r.torn_bytes,
                         r.bytes - r.torn_bytes
                     );
                 } else {
-                    println!("  checksums: ok");
+                    out!("  checksums: ok");
                 }
             }
             Err(e) => {
                 ok = false;
-                println!("acceptor log: BAD: {e}");
+                out!("acceptor log: BAD: {e}");
             }
         }
     } else {
-        println!("acceptor log: none");
+        out!("acceptor log: none");
     }
     let snapshots = dir.join("replica");
     match synod_storage::SnapshotStore::open(&snapshots)
         .and_then(|s| s.load().map(|l| (s.path(), l)))
     {
         Ok((path, Some((slot, data)))) => {
-            println!(
+            out!(
                 "replica snapshot: {} (covers slots below {slot}, {} bytes, checksum ok)",
                 path.display(),
                 data.len()
             )
         }
-        Ok((_, None)) => println!("replica snapshot: none"),
+        Ok((_, None)) => out!("replica snapshot: none"),
         Err(e) => {
             ok = false;
-            println!("replica snapshot: BAD: {e}");
+            out!("replica snapshot: BAD: {e}");
         }
     }
     if ok {
