@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the Jepsen-style fault-injection harness against real synod nodes.
 #
-#   scripts/jepsen.sh [--nemesis NAME] [--time SECONDS] [--seed N] [--nodes 3|5] [other synod-jepsen flags]
+#   scripts/jepsen.sh [--nemesis NAME] [--time SECONDS] [--seed N] [--nodes 3|5] [--layout colocated|split] [other synod-jepsen flags]
 #   scripts/jepsen.sh --cleanup        remove leftover synod-j* namespaces, veths and the bridge
 #
 # NAME: none, kill, pause, partition, isolate-leader, bridge, one-way,

@@ -18,7 +18,8 @@ pub struct Shared {
     pub recorder: Recorder,
     pub next_op: AtomicU64,
     pub stop: AtomicBool,
-    pub nodes: usize,
+    /// Machines with a replica (clients connect there).
+    pub nodes: Vec<usize>,
     pub workers: u64,
     pub keys: Vec<String>,
     pub op_timeout: Duration,
@@ -54,7 +55,7 @@ pub fn worker(idx: u64, sh: Arc<Shared>) {
     let mut counter = 0u64;
     while !sh.stop.load(Ordering::SeqCst) && !crate::signal::stopped() {
         let Some(c) = con.as_mut() else {
-            let node = rng.gen_range(0..sh.nodes);
+            let node = sh.nodes[rng.gen_range(0..sh.nodes.len())];
             con = cluster::connect(node, sh.op_timeout);
             if con.is_none() {
                 std::thread::sleep(Duration::from_millis(100));

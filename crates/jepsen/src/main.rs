@@ -37,9 +37,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
     about = "Jepsen-style fault injection for Synod (run as root)"
 )]
 struct Args {
-    /// Cluster size: 3 or 5.
+    /// Cluster size (machines): 3 or 5.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
+    /// colocated: every role in one process per machine; split: roles as
+    /// separate processes (3 acceptors, 2 proposers, 2 learners, 2
+    /// replicas on 3 machines, like configs/split-roles.toml).
+    #[arg(long, value_enum, default_value = "colocated")]
+    layout: cluster::Layout,
     /// Seconds of client load under the nemesis.
     #[arg(long, default_value_t = 30)]
     time: u64,
@@ -123,6 +128,9 @@ fn run(args: &Args) -> Result<bool> {
     if args.nodes != 3 && args.nodes != 5 {
         bail!("--nodes must be 3 or 5");
     }
+    if args.layout == cluster::Layout::Split && args.nodes != 3 {
+        bail!("--layout split runs on 3 machines: use --nodes 3");
+    }
     if args.clients == 0 || args.keys == 0 {
         bail!("--clients and --keys must be positive");
     }
@@ -149,9 +157,10 @@ fn run(args: &Args) -> Result<bool> {
         cluster::append_line(&harness_log, &msg);
     };
     say(format!(
-        "run dir {} seed {seed} nodes {} nemesis {} time {}s",
+        "run dir {} seed {seed} nodes {} layout {:?} nemesis {} time {}s",
         dir.display(),
         args.nodes,
+        args.layout,
         args.nemesis,
         args.time
     ));
@@ -170,8 +179,8 @@ fn run(args: &Args) -> Result<bool> {
         faults.retain(|f| *f != nemesis::Fault::Delay);
     }
     let config = dir.join("cluster.toml");
-    cluster::write_config(&config, args.nodes, &dir.join("data"))?;
-    let mut c = Cluster::new(bin, config, logs.clone(), args.nodes);
+    cluster::write_config(&config, args.nodes, args.layout, &dir.join("data"))?;
+    let mut c = Cluster::new(bin, config, logs.clone(), args.nodes, args.layout);
     c.start_all()?;
     let Some(ready) = probe_write(&c, Duration::from_secs(30), "setup") else {
         bail!(
@@ -195,7 +204,7 @@ fn run(args: &Args) -> Result<bool> {
         recorder,
         next_op: AtomicU64::new(0),
         stop: AtomicBool::new(false),
-        nodes: args.nodes,
+        nodes: c.replica_nodes(),
         workers: args.clients,
         keys: (0..args.keys).map(|k| format!("k{k}")).collect(),
         op_timeout: Duration::from_millis(args.op_timeout_ms),
@@ -417,7 +426,7 @@ fn end_checks(
     // Final values, read from every node; all must agree and be explained.
     for key in keys {
         let mut seen = Vec::new();
-        for i in 0..c.len() {
+        for i in c.replica_nodes() {
             seen.push(final_read(i, key));
         }
         let first = seen[0].clone();
@@ -449,11 +458,10 @@ fn end_checks(
         }
     }
     c.reap();
-    for (i, status) in &c.unexpected_exits {
+    for (id, status) in &c.unexpected_exits {
         writeln!(
             report,
-            "UNEXPECTED EXIT: {} exited on its own ({status}); see its log",
-            node_id(*i)
+            "UNEXPECTED EXIT: {id} exited on its own ({status}); see its log"
         )?;
         *ok = false;
     }
@@ -464,9 +472,10 @@ fn end_checks(
 fn probe_write(c: &Cluster, limit: Duration, tag: &str) -> Option<Duration> {
     let t = Instant::now();
     let mut n = 0u64;
+    let targets = c.replica_nodes();
     while t.elapsed() < limit && !signal::stopped() {
         n += 1;
-        let i = (n as usize) % c.len();
+        let i = targets[(n as usize) % targets.len()];
         if let Some(mut con) = cluster::connect(i, Duration::from_secs(1)) {
             let r: redis::RedisResult<redis::Value> = redis::cmd("SET")
                 .arg("jepsen-probe")
@@ -486,13 +495,15 @@ fn probe_write(c: &Cluster, limit: Duration, tag: &str) -> Option<Duration> {
 fn wait_converged(c: &Cluster, limit: Duration) -> (bool, Vec<String>) {
     let t = Instant::now();
     loop {
-        let all: Vec<Option<cluster::Status>> = (0..c.len())
-            .map(|i| cluster::status(i, Duration::from_secs(1)))
+        let targets = c.replica_nodes();
+        let all: Vec<Option<cluster::Status>> = targets
+            .iter()
+            .map(|&i| cluster::status(i, Duration::from_secs(1)))
             .collect();
         let shown = all
             .iter()
-            .enumerate()
-            .map(|(i, s)| match s {
+            .zip(&targets)
+            .map(|(s, &i)| match s {
                 Some(s) => format!(
                     "{}: applied {} digest {} leader {}",
                     s.node,
@@ -551,8 +562,8 @@ fn summarize(
     let _ = writeln!(s, "==== synod-jepsen summary ====");
     let _ = writeln!(
         s,
-        "seed {seed}  nodes {}  nemesis {}  time {}s  clients {}  keys {}",
-        args.nodes, args.nemesis, args.time, args.clients, args.keys
+        "seed {seed}  nodes {}  layout {:?}  nemesis {}  time {}s  clients {}  keys {}",
+        args.nodes, args.layout, args.nemesis, args.time, args.clients, args.keys
     );
     let _ = writeln!(s, "ops ({} total):", ops.len());
     for f in F::ALL {
