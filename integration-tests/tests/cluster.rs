@@ -132,6 +132,19 @@ fn split_roles_cluster_serves_reads_and_writes() -> Result<()> {
     } else {
         bail!("leader hint {leader:?} is not a proposer node");
     }
+    // r1 hears decisions from l1 only (its home learner). With l1 dead it
+    // must notice the silence and poll l2, still answering its clients.
+    c.kill("l1")?;
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        c.set("r1", &format!("z{i}"), &format!("{i}"))?;
+    }
+    assert_eq!(c.get("r2", "z19")?.as_deref(), Some("19"));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "20 writes through r1 without its learner took {:?}",
+        started.elapsed()
+    );
     Ok(())
 }
 
