@@ -110,7 +110,10 @@ require_free() {
 
 # ---- build
 echo "== building synod-loadgen and synod (release, target dir $target_dir)"
-cargo build -q --release -p synod-loadgen -p synod-node
+# Built one at a time: building them together would unify their
+# dependencies' features and rebuild (and re-LTO) synod once more in CI.
+cargo build -q --release -p synod-node --bin synod
+cargo build -q --release -p synod-loadgen
 [ -x "$loadgen" ] || die "no binary at $loadgen"
 [ -x "$SYNOD_BIN" ] || die "no binary at $SYNOD_BIN"
 

@@ -32,6 +32,8 @@ fi
 
 target=${CARGO_TARGET_DIR:-$root/target}
 echo "building synod and synod-jepsen (release)..." >&2
-cargo build -q --release -p synod-node -p synod-jepsen --bin synod --bin synod-jepsen
+# One at a time, so synod is the same build cluster.sh and bench.sh use.
+cargo build -q --release -p synod-node --bin synod
+cargo build -q --release -p synod-jepsen --bin synod-jepsen
 
 exec "$target/release/synod-jepsen" --bin "$target/release/synod" --out "$root/run/jepsen" "$@"
