@@ -612,6 +612,41 @@ fn summarize(
             secs(first_write_after(ops, w.end_ns)),
         );
     }
+    // The same per kind of fault: leader faults apart from the others,
+    // since those are the ones that need an election.
+    let mut kinds: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
+    for w in windows {
+        let kind = if w.detail.contains("(leader)") {
+            format!("{} (leader)", w.fault)
+        } else {
+            w.fault.to_owned()
+        };
+        let pos = match kinds.iter().position(|(k, _, _)| *k == kind) {
+            Some(p) => p,
+            None => {
+                kinds.push((kind, Vec::new(), Vec::new()));
+                kinds.len() - 1
+            }
+        };
+        if let Some(t) = first_write_after(ops, w.start_ns) {
+            kinds[pos].1.push(t);
+        }
+        if let Some(t) = first_write_after(ops, w.end_ns) {
+            kinds[pos].2.push(t);
+        }
+    }
+    if !kinds.is_empty() {
+        let _ = writeln!(s, "write stall per kind of fault (median / max, seconds):");
+    }
+    for (kind, mut after_start, mut after_heal) in kinds {
+        let _ = writeln!(
+            s,
+            "  {kind:<22} n={:<3} after fault {}  after heal {}",
+            after_start.len(),
+            median_max(&mut after_start),
+            median_max(&mut after_heal)
+        );
+    }
     let _ = writeln!(
         s,
         "final heal at {:.1}s; probe write succeeded after {}",
@@ -629,6 +664,14 @@ fn summarize(
     let _ = writeln!(s, "logs:    {}", dir.join("logs").display());
     let _ = writeln!(s, "verdict: {}", if ok { "PASS" } else { "FAIL" });
     s
+}
+
+fn median_max(v: &mut [f64]) -> String {
+    if v.is_empty() {
+        return "-".to_owned();
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    format!("{:.2} / {:.2}", v[v.len() / 2], v[v.len() - 1])
 }
 
 /// `base`, or `base-2`, `base-3`... if two runs start in the same second.
