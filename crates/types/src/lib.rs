@@ -11,13 +11,21 @@
 //!                                          │◀─ Promise  (p1b) ───┘   (durable first)
 //!                                          │  phase 2 per slot:
 //!                                          ├── Accept   (p2a) ──▶ Acceptor
+//!                                          ├── Proposed ──▶ Learners without an acceptor beside them
 //!                                          │◀─ Accepted (p2b) ───┤   (durable first)
 //!                                                                 └─ Accepted ──▶ Learner
-//!                                                    majority in one ballot ⇒ chosen
-//!  client ◀──RESP── Replica ◀──Decide── Learner ──Chosen──▶ Proposers
-//!                 (applies slots strictly in order; the replica that took the
-//!                  request answers once it has applied the request's slot)
+//!                                                 (the value rides only to the learner on the
+//!                                                  acceptor's own node; a majority of votes in
+//!                                                  one ballot + that ballot's value ⇒ chosen)
+//!  client ◀──RESP── Replica ◀──Decide── Learner ──Chosen──▶ Proposer
+//!                 (each replica and proposer hears from its home learner;
+//!                  the replica applies slots strictly in order and answers
+//!                  once it has applied the request's slot)
 //! ```
+//!
+//! Reads take a shortcut: `ReadIndex` from the replica to the leader, one
+//! `Confirm`/`Confirmed` round with the acceptors, `ReadIndex` back with the
+//! slot to apply up to; the replica then answers from its own state.
 //!
 //! Proposers also exchange `Heartbeat`s; a follower that hears none for a
 //! randomized election timeout runs phase 1 with a higher ballot.
