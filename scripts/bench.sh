@@ -68,8 +68,7 @@ logs=$out/logs
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 case "$target_dir" in /*) ;; *) target_dir=$root/$target_dir ;; esac
 loadgen=$target_dir/release/synod-loadgen
-# cluster.sh looks for target/release/synod and builds into the default
-# target dir; point it at our build instead.
+# The synod binary cluster.sh should run: exactly the one built below.
 export SYNOD_BIN=$target_dir/release/synod
 export RUST_LOG=${RUST_LOG:-warn}
 

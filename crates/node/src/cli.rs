@@ -119,7 +119,8 @@ fn inspect(dir: &std::path::Path) -> ExitCode {
                 );
                 out!(
                     "  promised ballot: ({}, {})",
-                    st.promised.round, st.promised.node
+                    st.promised.round,
+                    st.promised.node
                 );
                 out!("  accepted slots: {range}");
                 out!("  compacted below slot: {}", st.compacted_below);
