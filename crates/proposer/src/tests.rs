@@ -591,3 +591,48 @@ fn unanswered_confirm_is_retransmitted_to_silent_acceptors_only() {
     let to: BTreeSet<NodeId> = resent.into_iter().map(|(to, _, _)| to).collect();
     assert_eq!(to, [n("a2"), n("a3")].into_iter().collect());
 }
+
+/// Acceptors that never answer (dead or slow) must not make the leader's
+/// memory grow: slots in phase 2 stop at the window, queued commands at
+/// `max_queue` (replicas retry what is refused), and read-index requests at
+/// `max_reads`.
+#[test]
+fn silent_acceptors_bound_the_leaders_memory() {
+    let mut p = Proposer::new(
+        n("p1"),
+        &topology(),
+        ProposerConfig {
+            window: 3,
+            max_batch: 2,
+            max_queue: 50,
+            max_reads: 10,
+            ..ProposerConfig::default()
+        },
+        7,
+    );
+    elect(&mut p, vec![vec![], vec![]]);
+    for seq in 0..1_000 {
+        p.handle(
+            n("r1"),
+            ProposerMsg::Propose {
+                commands: vec![cmd(seq)],
+            },
+        );
+        if seq % 10 == 0 {
+            p.tick();
+        }
+    }
+    assert_eq!(p.inflight(), 3);
+    assert_eq!(p.queued(), 50);
+    let mut refused = 0;
+    for id in 0..100 {
+        let out = p.handle(n("r1"), ProposerMsg::ReadIndex { ids: vec![id] });
+        refused += out
+            .send
+            .iter()
+            .filter(|(_, m)| matches!(m, Message::Replica(ReplicaMsg::NotLeader { .. })))
+            .count();
+    }
+    // One read rides the round in flight, ten wait, the rest are refused.
+    assert_eq!(refused, 100 - 1 - 10);
+}
