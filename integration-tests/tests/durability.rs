@@ -119,11 +119,13 @@ fn write_all(c: &Cluster, via: &[&str], keys: &[String], writers: usize) -> Resu
 /// (and learners) forgot the slots it missed.
 #[test]
 fn lagging_replica_catches_up_through_a_snapshot() -> Result<()> {
-    // Enough slots (one per write here) for the acceptors to rewrite their
-    // logs too: they do so once 4096 records more than the live ones pile up.
+    // Enough slots for the acceptors to rewrite their logs too: they do so
+    // once 4096 records more than the live ones pile up. One command per
+    // slot makes every write a slot of its own (batching would pack them
+    // into fewer).
     const WRITES: usize = 5000;
     const EVERY: u64 = 100;
-    let mut c = start(&[("limits.snapshot_every", "100")])?;
+    let mut c = start(&[("limits.snapshot_every", "100"), ("limits.max_batch", "1")])?;
     let (n3_applied, _, _) = progress(&c, "n3")?;
     c.kill("n3")?;
 
