@@ -287,54 +287,40 @@ fn ratios(res: &Results, roles: &Roles) -> String {
     };
     let (synod, etcd, redis, split) = (&roles.synod, &roles.etcd, &roles.redis, &roles.split);
 
-    row(
-        &format!("{synod} / {etcd}, writes @64: throughput"),
-        match pair(synod, etcd, "set", 64) {
-            Ok((a, b)) => format!(
-                "{} | {} vs {} ops/s",
-                ratio(a.ops_per_sec, b.ops_per_sec),
-                thousands(a.ops_per_sec),
-                thousands(b.ops_per_sec)
-            ),
+    // One ratio row: metric of `a` over metric of `b` for one workload and
+    // client count, with both raw figures.
+    let throughput = |r: &RunRecord| (r.ops_per_sec, thousands(r.ops_per_sec).to_string());
+    let p99 = |r: &RunRecord| (r.p99_us as f64, ms(r.p99_us));
+    let p50 = |r: &RunRecord| (r.p50_us as f64, ms(r.p50_us));
+    type Metric<'m> = &'m dyn Fn(&RunRecord) -> (f64, String);
+    let compared = [
+        (
+            "writes @64: throughput",
+            "set",
+            64,
+            &throughput as Metric,
+            "ops/s",
+        ),
+        ("writes @64: p99 latency", "set", 64, &p99 as Metric, "ms"),
+        ("writes @1: p50 latency", "set", 1, &p50 as Metric, "ms"),
+        (
+            "reads @64: throughput",
+            "get",
+            64,
+            &throughput as Metric,
+            "ops/s",
+        ),
+    ];
+    for (what, w, c, metric, unit) in compared {
+        let value = match pair(synod, etcd, w, c) {
+            Ok((a, b)) => {
+                let ((x, xs), (y, ys)) = (metric(a), metric(b));
+                format!("{} | {xs} vs {ys} {unit}", ratio(x, y))
+            }
             Err(m) => m,
-        },
-    );
-    row(
-        &format!("{synod} / {etcd}, writes @64: p99 latency"),
-        match pair(synod, etcd, "set", 64) {
-            Ok((a, b)) => format!(
-                "{} | {} vs {} ms",
-                ratio(a.p99_us as f64, b.p99_us as f64),
-                ms(a.p99_us),
-                ms(b.p99_us)
-            ),
-            Err(m) => m,
-        },
-    );
-    row(
-        &format!("{synod} / {etcd}, writes @1: p50 latency"),
-        match pair(synod, etcd, "set", 1) {
-            Ok((a, b)) => format!(
-                "{} | {} vs {} ms",
-                ratio(a.p50_us as f64, b.p50_us as f64),
-                ms(a.p50_us),
-                ms(b.p50_us)
-            ),
-            Err(m) => m,
-        },
-    );
-    row(
-        &format!("{synod} / {etcd}, reads @64: throughput"),
-        match pair(synod, etcd, "get", 64) {
-            Ok((a, b)) => format!(
-                "{} | {} vs {} ops/s",
-                ratio(a.ops_per_sec, b.ops_per_sec),
-                thousands(a.ops_per_sec),
-                thousands(b.ops_per_sec)
-            ),
-            Err(m) => m,
-        },
-    );
+        };
+        row(&format!("{synod} / {etcd}, {what}"), value);
+    }
     row(
         &format!("{synod} SET @64 as a share of {redis}"),
         match pair(synod, redis, "set", 64) {
@@ -348,18 +334,14 @@ fn ratios(res: &Results, roles: &Roles) -> String {
             Err(m) => m,
         },
     );
-    row(
-        &format!("{split} / {synod}, writes @64: throughput"),
-        match pair(split, synod, "set", 64) {
-            Ok((a, b)) => format!(
-                "{} | {} vs {} ops/s",
-                ratio(a.ops_per_sec, b.ops_per_sec),
-                thousands(a.ops_per_sec),
-                thousands(b.ops_per_sec)
-            ),
-            Err(m) => m,
-        },
-    );
+    let value = match pair(split, synod, "set", 64) {
+        Ok((a, b)) => {
+            let ((x, xs), (y, ys)) = (throughput(a), throughput(b));
+            format!("{} | {xs} vs {ys} ops/s", ratio(x, y))
+        }
+        Err(m) => m,
+    };
+    row(&format!("{split} / {synod}, writes @64: throughput"), value);
     s
 }
 
