@@ -370,14 +370,22 @@ pub struct LogRecord {
 /// What [`read_acceptor_log`] found.
 #[derive(Clone, Debug, Default)]
 pub struct AcceptorLog {
+    /// Length of the file, preallocated zeros included.
     pub file_len: u64,
     /// End of the last record whose length and checksum are intact.
     pub intact_len: u64,
+    /// Non-zero bytes after `intact_len` (a torn write, or damage).
+    pub damaged: u64,
     pub records: Vec<LogRecord>,
 }
 
 impl AcceptorLog {
     pub const HEADER: u64 = 12;
+
+    /// Intact from the header to the preallocated zeros.
+    pub fn is_clean(&self) -> bool {
+        self.damaged == 0
+    }
 
     pub fn accepts(&self) -> usize {
         self.records.iter().filter(|r| r.tag == 1).count()
@@ -425,15 +433,16 @@ fn varint(b: &[u8]) -> Option<(u64, usize)> {
     }
 }
 
-/// Reads an acceptor log without the storage crate: checks the header,
-/// walks the `u32 len | u32 crc32 | payload` frames up to the first one that
-/// is short or fails its checksum, and decodes just enough of each payload
-/// (variant tag, first field) to tell records apart. Read-only, so it may
-/// look at the log of a running node (a half-written tail just ends the walk).
+/// Reads an acceptor log (format 2) without the storage crate: checks the
+/// header, walks the `u32 len | u32 crc32(len ++ payload) | payload` frames
+/// up to the zero end marker or the first one that is short or fails its
+/// checksum, and decodes just enough of each payload (variant tag, first
+/// field) to tell records apart. Read-only, so it may look at the log of a
+/// running node (a half-written tail just ends the walk).
 pub fn read_acceptor_log(path: &Path) -> Result<AcceptorLog> {
     let buf = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if buf.len() < 12 || &buf[..8] != b"SYNODACC" {
-        bail!("{}: no acceptor log header", path.display());
+    if buf.len() < 12 || &buf[..8] != b"SYNODACC" || buf[8..12] != 2u32.to_le_bytes() {
+        bail!("{}: no acceptor log header of format 2", path.display());
     }
     let mut log = AcceptorLog {
         file_len: buf.len() as u64,
@@ -446,7 +455,7 @@ pub fn read_acceptor_log(path: &Path) -> Result<AcceptorLog> {
         let Some(payload) = buf.get(off + 8..off + 8 + len as usize) else {
             break;
         };
-        if crc32(payload) != crc {
+        if len == 0 || crc32(&[&buf[off..off + 4], payload].concat()) != crc {
             break;
         }
         let (tag, used) = varint(payload).unwrap_or((u64::MAX, 0));
@@ -463,6 +472,10 @@ pub fn read_acceptor_log(path: &Path) -> Result<AcceptorLog> {
         off += 8 + len as usize;
     }
     log.intact_len = off as u64;
+    log.damaged = buf[off..]
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(0, |i| i as u64 + 1);
     Ok(log)
 }
 

@@ -112,10 +112,12 @@ fn inspect(dir: &std::path::Path) -> ExitCode {
                     _ => "none".into(),
                 };
                 out!(
-                    "acceptor log: {} ({} bytes, {} records)",
+                    "acceptor log: {} (format {}, {} records in {} bytes, file preallocated to {} bytes)",
                     r.path.display(),
-                    r.bytes,
-                    r.records
+                    r.format,
+                    r.records,
+                    r.end,
+                    r.bytes
                 );
                 out!(
                     "  promised ballot: ({}, {})",
@@ -128,7 +130,7 @@ fn inspect(dir: &std::path::Path) -> ExitCode {
                     out!(
                         "  checksums: ok; torn final record: {} bytes at offset {} (discarded at next start)",
                         r.torn_bytes,
-                        r.bytes - r.torn_bytes
+                        r.end
                     );
                 } else {
                     out!("  checksums: ok");

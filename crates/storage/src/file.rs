@@ -1,70 +1,150 @@
-//! On-disk format of `acceptor.log`:
+//! On-disk format of `acceptor.log` (format 2):
 //!
 //! ```text
 //! header:  b"SYNODACC" | u32 LE format version
-//! record:  u32 LE payload length | u32 LE crc32(payload) | payload (bincode Record)
+//! record:  u32 LE payload length | u32 LE crc32(length bytes ++ payload) | payload (bincode Record)
+//! tail:    zeros up to the end of the file
 //! ```
 //!
-//! A crash can leave the last record torn (short, or with a bad checksum and
-//! nothing after it). That record was never synced, so nothing depending on
-//! it was revealed: it is cut off on open. A bad record with more data after
-//! it is corruption of the durable prefix, and opening fails naming the file
-//! and offset, because starting without a promise we revealed could break
-//! safety.
+//! ## Preallocation
+//!
+//! The file is grown in zero-filled chunks of [`CHUNK`] bytes ahead of the
+//! records, and records overwrite those zeros. On ext4 an `fdatasync` after
+//! an append that grows the file must also commit the new size through the
+//! journal; an overwrite inside the file only flushes data blocks. Measured
+//! on this project's VM (4 KiB write + `fdatasync`, 2,000 rounds): 165 µs
+//! and 68 µs of CPU per sync appending, 90 µs and 43 µs overwriting
+//! preallocated zeros (`fallocate` instead of zeros: 140 µs, 52 µs). etcd's
+//! WAL preallocates its segments for the same reason. The acceptor syncs
+//! three times per slot cluster-wide, so this is on every write's path.
+//!
+//! ## Where the log ends, and torn writes
+//!
+//! A record header of eight zero bytes marks the end: no real record has
+//! it, because the checksum covers the length and the CRC-32 of four zero
+//! bytes is not zero. The writer only ever writes a batch into zeros and
+//! syncs it before writing the next, so after a crash the file is: the
+//! durable prefix, then bytes of at most one unsynced batch mixed with
+//! zeros (a power cut may persist its sectors in any order), then zeros.
+//!
+//! So when scanning meets a bad record (short, bad checksum, impossible
+//! length, or an end marker with non-zero bytes after it), it looks for any
+//! intact record after it. If there is none, the bad bytes are a torn write
+//! that was never synced, hence never revealed: they are zeroed on open. If
+//! there is one, the damage sits inside the durable prefix and opening
+//! fails naming the file and offset, because starting without a promise we
+//! revealed could break safety. (A power cut that persisted a later record
+//! of the unsynced batch but not an earlier one also stops the node: a
+//! false alarm that needs an operator, never a silent loss.)
+//!
+//! Format 1 (no preallocation, checksum over the payload only) is still
+//! read, and rewritten as format 2 on open.
 
 use crate::{AcceptorState, AcceptorStorage, Record, StorageError};
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"SYNODACC";
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 const HEADER: u64 = 12;
 /// No single record may claim more than this; a larger length is garbage.
 const MAX_RECORD: u32 = 64 * 1024 * 1024;
+/// The file grows by at least this many zero bytes at a time.
+pub const CHUNK: u64 = 4 << 20;
 
 pub struct FileStorage {
     dir: PathBuf,
     path: PathBuf,
-    out: BufWriter<File>,
-    size: u64,
+    file: File,
+    /// Encoded records appended since the last sync.
+    pending: Vec<u8>,
+    /// End of the records written to the file.
+    end: u64,
+    /// Length of the file: zeros from `end` to here.
+    alloc: u64,
+    /// The state read by `open`, handed out by the first `load`.
+    opened: Option<AcceptorState>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError {
+    let path = path.to_path_buf();
+    move |source| StorageError::Io { path, source }
+}
+
+fn header() -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEADER as usize);
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&FORMAT.to_le_bytes());
+    h
+}
+
+/// Writes zeros over `from..to` of `file`.
+fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 impl FileStorage {
-    /// Opens (creating if needed) `dir/acceptor.log`.
+    /// Opens (creating if needed) `dir/acceptor.log`, reads it, zeroes a torn
+    /// final write and upgrades an older format. Corruption inside the
+    /// durable prefix is an error naming the file and offset.
     pub fn open(dir: &Path) -> Result<FileStorage, StorageError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StorageError::Io { path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join("acceptor.log");
-        let fresh = !path.exists();
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(&path)
-            .map_err(io(&path))?;
-        if fresh || file.metadata().map_err(io(&path))?.len() == 0 {
-            let mut h = Vec::with_capacity(HEADER as usize);
-            h.extend_from_slice(MAGIC);
-            h.extend_from_slice(&FORMAT.to_le_bytes());
-            file.write_all(&h).map_err(io(&path))?;
-            file.sync_all().map_err(io(&path))?;
+            .map_err(io_err(&path))?;
+        if file.metadata().map_err(io_err(&path))?.len() == 0 {
+            file.write_all_at(&header(), 0).map_err(io_err(&path))?;
+            file.sync_all().map_err(io_err(&path))?;
             // The new directory entry must be durable too, or a crash could
             // lose the whole file after we already acted on its contents.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(dir))?;
+            sync_dir(dir)?;
         }
-        let size = file.metadata().map_err(io(&path))?.len();
-        Ok(FileStorage {
-            out: BufWriter::with_capacity(1 << 16, file),
+        let scan = scan(&path)?;
+        let mut state = AcceptorState::default();
+        for r in scan.records {
+            state.apply(r);
+        }
+        let mut s = FileStorage {
             dir: dir.to_path_buf(),
-            path,
-            size,
-        })
+            path: path.clone(),
+            file,
+            pending: Vec::new(),
+            end: scan.end,
+            alloc: scan.len,
+            opened: None,
+        };
+        if scan.format != FORMAT {
+            tracing::info!(path = %path.display(), from = scan.format, to = FORMAT,
+                "rewriting acceptor log in the current format");
+            s.rewrite(&state)?;
+        } else if scan.damaged > 0 {
+            tracing::warn!(path = %path.display(), offset = scan.end, bytes = scan.damaged,
+                "discarding torn final write");
+            write_zeros(&s.file, scan.end, scan.end + scan.damaged).map_err(io_err(&path))?;
+            s.file.sync_data().map_err(io_err(&path))?;
+        }
+        s.opened = Some(state);
+        Ok(s)
     }
 
     fn encode_into(buf: &mut Vec<u8>, r: &Record) -> Result<(), StorageError> {
@@ -72,9 +152,10 @@ impl FileStorage {
         let len = u32::try_from(payload.len())
             .ok()
             .filter(|l| *l <= MAX_RECORD)
-            .ok_or_else(|| StorageError::Encode(format!("record of {} bytes", payload.len())))?;
-        buf.extend_from_slice(&len.to_le_bytes());
-        buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            .ok_or_else(|| StorageError::Encode(format!("record of {} bytes", payload.len())))?
+            .to_le_bytes();
+        buf.extend_from_slice(&len);
+        buf.extend_from_slice(&checksum(FORMAT, &len, &payload).to_le_bytes());
         buf.extend_from_slice(&payload);
         Ok(())
     }
@@ -83,27 +164,52 @@ impl FileStorage {
         &self.path
     }
 
-    fn io(&self, source: std::io::Error) -> StorageError {
-        StorageError::Io {
-            path: self.path.clone(),
-            source,
+    /// Writes the pending records into the preallocated zeros (growing the
+    /// file first if they do not fit), without syncing.
+    fn write_pending(&mut self) -> Result<(), StorageError> {
+        if self.pending.is_empty() {
+            return Ok(());
         }
-    }
-
-    fn scan(&self) -> Result<(Vec<Record>, u64, u64), StorageError> {
-        scan(&self.path)
+        let need = self.end + self.pending.len() as u64;
+        if need > self.alloc {
+            // Grown and written before the one sync below: if we crash
+            // before it, the region past `end` is still zeros or bytes of
+            // this batch, which is all the scan's torn-write rule assumes.
+            let to = need.div_ceil(CHUNK) * CHUNK;
+            write_zeros(&self.file, self.alloc, to).map_err(io_err(&self.path))?;
+            self.alloc = to;
+        }
+        self.file
+            .write_all_at(&self.pending, self.end)
+            .map_err(io_err(&self.path))?;
+        self.end = need;
+        self.pending.clear();
+        Ok(())
     }
 }
 
+fn checksum(format: u32, len: &[u8; 4], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    if format >= 2 {
+        h.update(len);
+    }
+    h.update(payload);
+    h.finalize()
+}
+
 /// What `synod inspect` shows about an acceptor log, read without
-/// changing it (a torn tail is reported, not cut).
+/// changing it (a torn write is reported, not cut).
 #[derive(Debug)]
 pub struct LogReport {
     pub path: PathBuf,
+    /// Length of the file, preallocated zeros included.
     pub bytes: u64,
+    /// End of the last intact record.
+    pub end: u64,
     pub records: usize,
-    /// Bytes after the last intact record (a torn write), if any.
+    /// Non-zero bytes after the last intact record (a torn write), if any.
     pub torn_bytes: u64,
+    pub format: u32,
     pub state: AcceptorState,
 }
 
@@ -111,24 +217,51 @@ pub struct LogReport {
 /// prefix is an error naming the file and offset, exactly as at startup.
 pub fn inspect_log(dir: &Path) -> Result<LogReport, StorageError> {
     let path = dir.join("acceptor.log");
-    let (records, good, total) = scan(&path)?;
+    let scan = scan(&path)?;
     let mut state = AcceptorState::default();
-    let n = records.len();
-    for r in records {
+    let n = scan.records.len();
+    for r in scan.records {
         state.apply(r);
     }
     Ok(LogReport {
         path,
-        bytes: total,
+        bytes: scan.len,
+        end: scan.end,
         records: n,
-        torn_bytes: total - good,
+        torn_bytes: scan.damaged,
+        format: scan.format,
         state,
     })
 }
 
-/// Reads every intact record of the log at `path`; returns them, the
-/// offset where the intact prefix ends, and the file's length.
-fn scan(path: &Path) -> Result<(Vec<Record>, u64, u64), StorageError> {
+struct Scan {
+    records: Vec<Record>,
+    /// End of the intact records.
+    end: u64,
+    /// File length.
+    len: u64,
+    /// From `end` to the last non-zero byte after it: a torn write.
+    damaged: u64,
+    format: u32,
+}
+
+/// Where a record framed as `format` starts at `at` in `buf`, if an intact
+/// one does.
+fn intact_at(buf: &[u8], at: usize, format: u32) -> Option<(u32, &[u8])> {
+    let h = buf.get(at..at + 8)?;
+    let len = [h[0], h[1], h[2], h[3]];
+    let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    let n = u32::from_le_bytes(len);
+    if n == 0 || n > MAX_RECORD {
+        return None;
+    }
+    let payload = buf.get(at + 8..at + 8 + n as usize)?;
+    (checksum(format, &len, payload) == crc).then_some((n, payload))
+}
+
+/// Reads every intact record of the log at `path` (see the module docs for
+/// how a torn write is told from corruption).
+fn scan(path: &Path) -> Result<Scan, StorageError> {
     let corrupt = |offset: u64, reason: String| StorageError::Corrupt {
         path: path.to_path_buf(),
         offset,
@@ -137,132 +270,134 @@ fn scan(path: &Path) -> Result<(Vec<Record>, u64, u64), StorageError> {
     let mut buf = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut buf))
-        .map_err(|source| StorageError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(io_err(path))?;
     if buf.len() < HEADER as usize || &buf[..8] != MAGIC {
         return Err(corrupt(0, "missing or wrong file header".into()));
     }
     let format = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
-    if format != FORMAT {
+    if format != 1 && format != FORMAT {
         return Err(corrupt(8, format!("unknown format version {format}")));
     }
-    let total = buf.len() as u64;
     let mut records = Vec::new();
     let mut off = HEADER as usize;
-    while off < buf.len() {
+    let bad = loop {
         let rest = &buf[off..];
-        if rest.len() < 8 {
-            break; // torn header of the last record
+        if rest.is_empty() {
+            break None;
         }
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        if len > MAX_RECORD {
-            if rest.len() as u64 <= 8 + MAX_RECORD as u64 {
-                break; // garbage length in the tail: torn
+        if rest.len() >= 8 && rest[..8] == [0; 8] && format >= 2 {
+            if rest.iter().all(|b| *b == 0) {
+                break None; // the preallocated tail
             }
-            return Err(corrupt(
-                off as u64,
-                format!("record length {len} too large"),
-            ));
+            break Some("an end marker with data after it".to_string());
         }
-        let end = 8 + len as usize;
-        if rest.len() < end {
-            break; // torn payload
-        }
-        let payload = &rest[8..end];
-        if crc32fast::hash(payload) != crc {
-            if rest.len() == end {
-                break; // torn: checksum of the very last record
-            }
-            return Err(corrupt(off as u64, "checksum mismatch".into()));
-        }
+        let Some((len, payload)) = intact_at(&buf, off, format) else {
+            break Some(if rest.len() < 8 {
+                "a short record header".to_string()
+            } else {
+                "a record whose checksum or length does not match".to_string()
+            });
+        };
         let record: Record =
             synod_codec::decode(payload).map_err(|e| corrupt(off as u64, e.to_string()))?;
         records.push(record);
-        off += end;
+        off += 8 + len as usize;
+    };
+    if let Some(reason) = bad {
+        // An intact record after the bad one means the bad one was synced.
+        if let Some(next) = (off + 1..buf.len()).find(|&p| intact_at(&buf, p, format).is_some()) {
+            return Err(corrupt(
+                off as u64,
+                format!("{reason}, with an intact record after it at offset {next}"),
+            ));
+        }
     }
-    Ok((records, off as u64, total))
+    let damaged = buf[off..]
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(0, |i| i as u64 + 1);
+    // Format 1 had no preallocation: everything after the records is torn.
+    let damaged = if format == 1 {
+        (buf.len() - off) as u64
+    } else {
+        damaged
+    };
+    Ok(Scan {
+        records,
+        end: off as u64,
+        len: buf.len() as u64,
+        damaged,
+        format,
+    })
 }
 
 impl AcceptorStorage for FileStorage {
     fn load(&mut self) -> Result<AcceptorState, StorageError> {
-        self.out.flush().map_err(|e| self.io(e))?;
-        let (records, good, total) = self.scan()?;
-        if good < total {
-            tracing::warn!(path = %self.path.display(), offset = good, dropped = total - good,
-                "discarding torn final record");
-            let f = self.out.get_mut();
-            f.set_len(good).map_err(|e| StorageError::Io {
-                path: self.path.clone(),
-                source: e,
-            })?;
-            f.seek(SeekFrom::End(0)).map_err(|e| StorageError::Io {
-                path: self.path.clone(),
-                source: e,
-            })?;
-            f.sync_all().map_err(|e| StorageError::Io {
-                path: self.path.clone(),
-                source: e,
-            })?;
+        if self.pending.is_empty() {
+            if let Some(st) = self.opened.take() {
+                return Ok(st);
+            }
         }
+        self.opened = None;
+        self.write_pending()?;
+        let scan = scan(&self.path)?;
         let mut st = AcceptorState::default();
-        for r in records {
+        for r in scan.records {
             st.apply(r);
         }
         Ok(st)
     }
 
     fn append(&mut self, records: &[Record]) -> Result<(), StorageError> {
-        let mut buf = Vec::new();
+        self.opened = None;
         for r in records {
-            Self::encode_into(&mut buf, r)?;
+            Self::encode_into(&mut self.pending, r)?;
         }
-        self.out.write_all(&buf).map_err(|e| self.io(e))?;
-        self.size += buf.len() as u64;
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
-        self.out.flush().map_err(|e| self.io(e))?;
-        self.out.get_ref().sync_data().map_err(|e| self.io(e))
+        self.write_pending()?;
+        self.file.sync_data().map_err(io_err(&self.path))
     }
 
-    /// Writes the checkpoint to `acceptor.log.new`, syncs it, renames it
-    /// over `acceptor.log` and syncs the directory: rename is atomic, so a
-    /// crash leaves one complete log or the other.
+    /// Writes the checkpoint to `acceptor.log.new` (preallocated like the
+    /// log), syncs it, renames it over `acceptor.log` and syncs the
+    /// directory: rename is atomic, so a crash leaves one complete log or
+    /// the other.
     fn rewrite(&mut self, state: &AcceptorState) -> Result<(), StorageError> {
         let tmp = self.dir.join("acceptor.log.new");
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StorageError::Io { path, source }
-        };
-        let mut buf = Vec::with_capacity(1 << 16);
-        buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(&FORMAT.to_le_bytes());
+        let mut buf = header();
         for r in state.checkpoint() {
             Self::encode_into(&mut buf, &r)?;
         }
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&buf).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(io(&self.path))?;
-        // The old writer's buffer only held records already in `state`.
-        self.out = BufWriter::with_capacity(1 << 16, file);
-        self.size = buf.len() as u64;
+        let end = buf.len() as u64;
+        let alloc = (end + 1).div_ceil(CHUNK) * CHUNK;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        f.write_all_at(&buf, 0).map_err(io_err(&tmp))?;
+        write_zeros(&f, end, alloc).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
+        sync_dir(&self.dir)?;
+        // Records still pending were appended before the checkpoint was
+        // taken, so `state` already holds them.
+        self.pending.clear();
+        self.opened = None;
+        self.file = f;
+        self.end = end;
+        self.alloc = alloc;
         Ok(())
     }
 
+    /// Bytes of records (written or pending): what compaction weighs.
     fn size(&self) -> u64 {
-        self.size
+        self.end + self.pending.len() as u64
     }
 }
 
@@ -275,21 +410,68 @@ mod tests {
         Record::Promise(Ballot::new(r, NodeId::new("n1")))
     }
 
-    #[test]
-    fn torn_tail_is_discarded_and_prefix_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = FileStorage::open(dir.path()).unwrap();
+    fn promised(dir: &Path) -> u64 {
+        FileStorage::open(dir)
+            .unwrap()
+            .load()
+            .unwrap()
+            .promised
+            .round
+    }
+
+    /// A log with promises 1 and 2, closed; returns its report.
+    fn two_promises(dir: &Path) -> LogReport {
+        let mut s = FileStorage::open(dir).unwrap();
         s.append(&[promise(1), promise(2)]).unwrap();
         s.sync().unwrap();
         drop(s);
+        inspect_log(dir).unwrap()
+    }
+
+    fn edit(dir: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+        let path = dir.join("acceptor.log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        f(&mut bytes);
+        std::fs::write(&path, bytes).unwrap();
+    }
+
+    #[test]
+    fn file_is_preallocated_and_grows_by_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = two_promises(dir.path());
+        assert_eq!((r.bytes % CHUNK, r.format, r.records), (0, FORMAT, 2));
+        assert!(r.end < r.bytes && r.torn_bytes == 0, "{r:?}");
+        // A batch bigger than what is left of the chunk grows the file.
+        let mut s = FileStorage::open(dir.path()).unwrap();
+        let big = Record::Accept {
+            slot: 1,
+            ballot: Ballot::new(3, NodeId::new("n1")),
+            value: synod_types::Value::Noop,
+        };
+        let n = (CHUNK / 8) as usize; // records of ~15 bytes: past one chunk
+        s.append(&vec![big; n]).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let r = inspect_log(dir.path()).unwrap();
+        assert_eq!(r.records, 2 + n);
+        assert!(
+            r.end > CHUNK && r.bytes == r.end.div_ceil(CHUNK) * CHUNK,
+            "{r:?}"
+        );
+        assert_eq!(promised(dir.path()), 3);
+    }
+
+    #[test]
+    fn torn_tail_is_discarded_and_prefix_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = two_promises(dir.path());
+        // Cut the last record in half (the file ends there).
         let path = dir.path().join("acceptor.log");
-        let len = std::fs::metadata(&path).unwrap().len();
-        // Cut the last record in half.
         OpenOptions::new()
             .write(true)
             .open(&path)
             .unwrap()
-            .set_len(len - 3)
+            .set_len(r.end - 3)
             .unwrap();
         let mut s = FileStorage::open(dir.path()).unwrap();
         assert_eq!(s.load().unwrap().promised.round, 1);
@@ -297,34 +479,60 @@ mod tests {
         s.append(&[promise(7)]).unwrap();
         s.sync().unwrap();
         drop(s);
-        assert_eq!(
-            FileStorage::open(dir.path())
-                .unwrap()
-                .load()
-                .unwrap()
-                .promised
-                .round,
-            7
-        );
+        assert_eq!(promised(dir.path()), 7);
+    }
+
+    #[test]
+    fn torn_write_into_the_preallocated_zeros_is_zeroed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = two_promises(dir.path());
+        let end = r.end as usize;
+        // Half a record header and some payload, then zeros again.
+        edit(dir.path(), |b| b[end..end + 20].fill(0xA5));
+        let seen = inspect_log(dir.path()).unwrap();
+        assert_eq!((seen.end, seen.torn_bytes), (r.end, 20));
+        assert_eq!(promised(dir.path()), 2);
+        let after = inspect_log(dir.path()).unwrap();
+        assert_eq!((after.end, after.torn_bytes, after.records), (r.end, 0, 2));
     }
 
     #[test]
     fn corruption_inside_prefix_names_file_and_offset() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = FileStorage::open(dir.path()).unwrap();
-        s.append(&[promise(1), promise(2)]).unwrap();
-        s.sync().unwrap();
-        drop(s);
-        let path = dir.path().join("acceptor.log");
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[HEADER as usize + 9] ^= 0xFF; // inside the first record's payload
-        std::fs::write(&path, bytes).unwrap();
-        let err = FileStorage::open(dir.path())
-            .unwrap()
-            .load()
-            .unwrap_err()
-            .to_string();
+        two_promises(dir.path());
+        edit(dir.path(), |b| b[HEADER as usize + 9] ^= 0xFF); // first payload
+        let err = FileStorage::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("acceptor.log"), "{err}");
         assert!(err.contains("offset 12"), "{err}");
+        // A wiped header (it reads as the end marker) with records after it
+        // is corruption too, not the end of the log.
+        let dir = tempfile::tempdir().unwrap();
+        two_promises(dir.path());
+        edit(dir.path(), |b| b[12..20].fill(0));
+        let err = inspect_log(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("offset 12") && err.contains("end marker"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn format_1_is_read_and_rewritten_as_format_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v1 = MAGIC.to_vec();
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        for r in [promise(4), promise(5)] {
+            let payload = synod_codec::encode(&r).unwrap();
+            v1.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            v1.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            v1.extend_from_slice(&payload);
+        }
+        v1.extend_from_slice(&[7, 0, 0]); // a torn third record
+        std::fs::create_dir_all(dir.path()).unwrap();
+        std::fs::write(dir.path().join("acceptor.log"), v1).unwrap();
+        assert_eq!(inspect_log(dir.path()).unwrap().format, 1);
+        assert_eq!(promised(dir.path()), 5);
+        let r = inspect_log(dir.path()).unwrap();
+        assert_eq!((r.format, r.records, r.torn_bytes), (FORMAT, 2, 0), "{r:?}");
     }
 }
