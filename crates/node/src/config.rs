@@ -108,6 +108,10 @@ pub struct Limits {
     pub snapshot_bytes: u64,
     /// Snapshot transfer chunk, per message.
     pub snapshot_chunk_bytes: usize,
+    /// Client sessions each replica keeps for duplicate detection (least
+    /// recently used dropped first). Replicated state: keep it equal on
+    /// every node.
+    pub max_sessions: usize,
 }
 
 impl Default for Limits {
@@ -122,6 +126,7 @@ impl Default for Limits {
             snapshot_every: 10_000,
             snapshot_bytes: 64 << 20,
             snapshot_chunk_bytes: 1 << 20,
+            max_sessions: 100_000,
         }
     }
 }
@@ -255,7 +260,12 @@ impl ClusterConfig {
             ));
         }
         let l = &self.limits;
-        if l.window == 0 || l.max_batch == 0 || l.max_queue == 0 || l.peer_queue == 0 {
+        if l.window == 0
+            || l.max_batch == 0
+            || l.max_queue == 0
+            || l.peer_queue == 0
+            || l.max_sessions == 0
+        {
             return Err("limits must be positive".into());
         }
         if l.max_frame_bytes < 1024 {
@@ -369,6 +379,13 @@ roles = ["acceptor"]
             (GOOD.replace("127.0.0.1:9103", "not-an-address"), "invalid"),
             (format!("{GOOD}\nbogus = 1\n"), "bogus"),
             ("cluster_id = ".to_string(), "invalid"),
+            (
+                GOOD.replace(
+                    "cluster_id = \"t\"",
+                    "cluster_id = \"t\"\n[limits]\nmax_sessions = 0",
+                ),
+                "limits must be positive",
+            ),
         ];
         for (text, want) in cases {
             let e = err(&text);

@@ -157,6 +157,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
                 snapshot_bytes: cfg.limits.snapshot_bytes,
                 chunk_bytes: cfg.limits.snapshot_chunk_bytes,
                 read_index: cfg.reads == config::ReadMode::ReadIndex,
+                max_sessions: cfg.limits.max_sessions,
             };
             let store = SnapshotStore::open(&cfg.data_dir(&node).join("replica"))?;
             let logic = match store.load()? {

@@ -266,7 +266,15 @@ impl<S: StateMachine + Unpin> Handler<GetStatus> for ReplicaActor<S> {
             snapshot: self.logic.snapshot_slot(),
             digest: self.logic.state().digest(),
             leader_hint: self.logic.leader_hint().cloned(),
-            extra: self.extra.as_ref().map(|f| f()).unwrap_or_default(),
+            extra: {
+                let (held, dropped) = self.logic.sessions();
+                let mut extra = vec![
+                    ("sessions".to_string(), held as u64),
+                    ("sessions_dropped".to_string(), dropped),
+                ];
+                extra.extend(self.extra.as_ref().map(|f| f()).unwrap_or_default());
+                extra
+            },
         }
     }
 }

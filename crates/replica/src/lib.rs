@@ -39,7 +39,7 @@ pub mod actor;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use synod_types::{
     ClientId, Command, LearnerMsg, Message, NodeId, ProposerMsg, ReplicaMsg, Slot, StateMachine,
     Topology, Value,
@@ -60,6 +60,10 @@ pub struct ReplicaConfig {
     /// Serve read-only commands through the leader's read index instead of
     /// the log.
     pub read_index: bool,
+    /// Client sessions kept for duplicate detection; past this the least
+    /// recently used is dropped. Part of the replicated state: it must be
+    /// the same on every replica.
+    pub max_sessions: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -71,6 +75,7 @@ impl Default for ReplicaConfig {
             snapshot_bytes: 64 << 20,
             chunk_bytes: 1 << 20,
             read_index: true,
+            max_sessions: 100_000,
         }
     }
 }
@@ -104,13 +109,90 @@ pub struct Output {
 struct Session {
     seq: u64,
     reply: Option<Bytes>,
+    /// When this session last applied a command, on the table's own clock:
+    /// only the order matters, and a snapshot keeps the order.
+    #[serde(skip)]
+    used: u64,
 }
+
+/// Every client's last applied request and its answer, so a retry is
+/// answered instead of applied twice.
+///
+/// A client id is drawn per connection, so without a bound the table would
+/// grow with every connection ever made. Past `max` sessions the least
+/// recently used one is dropped. Which one that is depends only on the
+/// order of applied commands, so every replica drops the same session at
+/// the same command and the tables stay identical (as the Raft thesis,
+/// §6.3, requires of session expiry). The cost: a client whose session
+/// was dropped and which then retries its last request gets it applied
+/// again. That takes `max` other clients writing between the first try and
+/// the retry, which a retry a few hundred milliseconds later does not see
+/// at the default of 100,000.
+#[derive(Default)]
+struct Sessions {
+    by_client: BTreeMap<ClientId, Session>,
+    /// `(used, client)`, oldest first.
+    by_use: BTreeSet<(u64, ClientId)>,
+    clock: u64,
+    dropped: u64,
+}
+
+impl Sessions {
+    fn get(&self, client: &ClientId) -> Option<&Session> {
+        self.by_client.get(client)
+    }
+
+    fn len(&self) -> usize {
+        self.by_client.len()
+    }
+
+    /// Records `client`'s latest applied request, then drops the least
+    /// recently used sessions beyond `max`.
+    fn record(&mut self, client: ClientId, seq: u64, reply: Option<Bytes>, max: usize) {
+        self.clock += 1;
+        let used = self.clock;
+        if let Some(old) = self.by_client.insert(client, Session { seq, reply, used }) {
+            self.by_use.remove(&(old.used, client));
+        }
+        self.by_use.insert((used, client));
+        while self.by_client.len() > max.max(1) {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
+            self.by_client.remove(&oldest);
+            self.dropped += 1;
+        }
+    }
+
+    /// Oldest first: the order a restore needs to rebuild recency.
+    fn image(&self) -> Vec<(ClientId, Session)> {
+        self.by_use
+            .iter()
+            .filter_map(|(_, c)| self.by_client.get(c).map(|s| (*c, s.clone())))
+            .collect()
+    }
+
+    fn restore(image: Vec<(ClientId, Session)>, max: usize) -> Sessions {
+        let mut t = Sessions::default();
+        for (client, s) in image {
+            t.record(client, s.seq, s.reply, max);
+        }
+        t
+    }
+}
+
+/// Version of [`Image`]'s encoding.
+const IMAGE_FORMAT: u32 = 2;
 
 /// What a snapshot holds: the replicated state is the state machine *and*
 /// the session table (deduplication must survive a restore).
 #[derive(Serialize, Deserialize)]
 struct Image {
+    /// [`IMAGE_FORMAT`]. Format 1 had no version and kept sessions in
+    /// client id order, which loses their recency.
+    format: u32,
     slot: Slot,
+    /// Least recently used first.
     sessions: Vec<(ClientId, Session)>,
     state: Bytes,
 }
@@ -180,7 +262,7 @@ pub struct Replica<S: StateMachine> {
     now: u64,
     slot_out: Slot,
     decisions: BTreeMap<Slot, Value>,
-    sessions: BTreeMap<ClientId, Session>,
+    sessions: Sessions,
     pending: BTreeMap<(ClientId, u64), Pending>,
     reads: Reads<S::Command>,
     leader_hint: Option<NodeId>,
@@ -229,7 +311,7 @@ impl<S: StateMachine> Replica<S> {
             now: 0,
             slot_out: 0,
             decisions: BTreeMap::new(),
-            sessions: BTreeMap::new(),
+            sessions: Sessions::default(),
             pending: BTreeMap::new(),
             reads: Reads::default(),
             leader_hint: None,
@@ -300,8 +382,9 @@ impl<S: StateMachine> Replica<S> {
 
     fn encode_image(&self) -> Option<Bytes> {
         let image = Image {
+            format: IMAGE_FORMAT,
             slot: self.slot_out,
-            sessions: self.sessions.iter().map(|(c, s)| (*c, s.clone())).collect(),
+            sessions: self.sessions.image(),
             state: self.sm.snapshot().into(),
         };
         synod_codec::encode(&image).ok().map(Bytes::from)
@@ -327,6 +410,12 @@ impl<S: StateMachine> Replica<S> {
     /// Replaces our state with a snapshot image, if it is ahead of us.
     fn install(&mut self, data: Bytes) -> Result<Slot, String> {
         let image: Image = synod_codec::decode(&data).map_err(|e| format!("snapshot: {e}"))?;
+        if image.format != IMAGE_FORMAT {
+            return Err(format!(
+                "snapshot image format {} (this build reads {IMAGE_FORMAT})",
+                image.format
+            ));
+        }
         if image.slot < self.slot_out {
             return Err(format!(
                 "snapshot of slot {} is behind us ({})",
@@ -334,7 +423,7 @@ impl<S: StateMachine> Replica<S> {
             ));
         }
         self.sm.restore(&image.state)?;
-        self.sessions = image.sessions.into_iter().collect();
+        self.sessions = Sessions::restore(image.sessions, self.cfg.max_sessions);
         self.slot_out = image.slot;
         self.decisions = self.decisions.split_off(&image.slot);
         self.slots_since_snapshot = 0;
@@ -355,6 +444,11 @@ impl<S: StateMachine> Replica<S> {
     }
     pub fn leader_hint(&self) -> Option<&NodeId> {
         self.leader_hint.as_ref()
+    }
+    /// Client sessions held, and how many were dropped as least recently
+    /// used since this replica started or restored a snapshot.
+    pub fn sessions(&self) -> (usize, u64) {
+        (self.sessions.len(), self.sessions.dropped)
     }
     /// Requests not answered yet, writes and reads.
     pub fn pending(&self) -> usize {
@@ -884,13 +978,8 @@ impl<S: StateMachine> Replica<S> {
                 .map(|c| self.sm.apply(c))
                 .and_then(|o| synod_codec::encode(&o).ok())
                 .map(Bytes::from);
-            self.sessions.insert(
-                cmd.client,
-                Session {
-                    seq: cmd.seq,
-                    reply,
-                },
-            );
+            self.sessions
+                .record(cmd.client, cmd.seq, reply, self.cfg.max_sessions);
         }
         // Older requests of this client that are still pending can never
         // apply now (they would count as duplicates): give them up.

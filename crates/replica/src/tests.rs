@@ -541,3 +541,41 @@ fn requests_handled_together_go_to_the_leader_in_one_propose() {
     assert_eq!(read_index_asks(&out).len(), 1, "the read goes its own way");
     assert_eq!(r.pending(), 4);
 }
+
+#[test]
+fn sessions_beyond_the_bound_drop_the_least_recently_used() {
+    let cfg = ReplicaConfig {
+        max_sessions: 2,
+        ..small_snapshots()
+    };
+    let mut r = Replica::new(&n("r1"), &topology(), cfg.clone(), Log::default());
+    // Clients 1, 2, then 1 again (now the most recent), then 3: 2 goes.
+    decide(&mut r, 0, vec![cmd(1, 1, 10), cmd(2, 1, 20)]);
+    decide(&mut r, 1, vec![cmd(1, 2, 11), cmd(3, 1, 30)]);
+    assert_eq!(r.sessions(), (2, 1));
+    // Client 1's retry is still answered from its session...
+    let out = r.handle_request(ClientId(1), 2, op(11));
+    assert_eq!(out.replies[0].output, Some(op_out(3)));
+    // ...client 2's is gone, so its late duplicate applies again: the
+    // documented price of a bounded table. (Client 1 goes to make room.)
+    decide(&mut r, 2, vec![cmd(2, 1, 20)]);
+    assert_eq!(r.state().0, vec![10, 20, 11, 30, 20]);
+    assert_eq!(r.sessions(), (2, 2));
+
+    // Snapshot at slot 4 holding clients 4 then 2, most recent last (the
+    // reverse of their id order).
+    let snap = decide(&mut r, 3, vec![cmd(4, 1, 40), cmd(2, 2, 22)])
+        .snapshot
+        .expect("snapshot at slot 4");
+    let mut back = Replica::restore(&n("r2"), &topology(), cfg, Log::default(), snap.data).unwrap();
+    // A new client pushes out the least recent, 4, on both replicas, so
+    // both apply 4's late duplicate again: a restored replica keeps the
+    // recency order and drops what the others drop.
+    for (slot, cmds) in [(4, vec![cmd(5, 1, 50)]), (5, vec![cmd(4, 1, 40)])] {
+        decide(&mut r, slot, cmds.clone());
+        decide(&mut back, slot, cmds);
+    }
+    let want = vec![10, 20, 11, 30, 20, 40, 22, 50, 40];
+    assert_eq!(r.state().0, want);
+    assert_eq!(back.state().0, want);
+}
