@@ -50,6 +50,8 @@ pub struct AcceptorActor {
     /// Every batch up to this number is durable.
     durable: u64,
     held: VecDeque<(u64, NodeId, Msg)>,
+    /// Clock period of the logic (pre-vote leases); `None`: no clock.
+    tick: Option<std::time::Duration>,
 }
 
 #[derive(Message)]
@@ -78,7 +80,14 @@ impl AcceptorActor {
             appended: 0,
             durable: 0,
             held: VecDeque::new(),
+            tick: None,
         }
+    }
+
+    /// Drives [`Acceptor::tick`] every `tick`.
+    pub fn with_tick(mut self, tick: std::time::Duration) -> Self {
+        self.tick = Some(tick);
+        self
     }
 
     pub fn stats(&self) -> Arc<AcceptorStats> {
@@ -165,6 +174,9 @@ fn writer_loop(
 impl Actor for AcceptorActor {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(t) = self.tick {
+            ctx.run_interval(t, |act, _| act.logic.tick());
+        }
         let (tx, rx) = mpsc::channel();
         if let Some(storage) = self.storage.take() {
             let addr = ctx.address();

@@ -22,6 +22,16 @@
 //!   so the proposer can step down instead of retrying blindly;
 //! - confirms a leader's ballot for a read-index round (`Confirm`) if it has
 //!   promised nothing higher, so the leader knows it still leads;
+//! - grants a pre-vote (`PreVote`) only for a ballot it would promise, and
+//!   only once it has heard nothing for `lease_ticks` from the proposer
+//!   whose ballot it follows (its phase 1, accepts, read confirmations or
+//!   heartbeats). A proposer runs phase 1 only after a majority granted, so
+//!   one that was cut off from a healthy leader (a partition, a one-way
+//!   link) cannot raise its ballot and depose that leader when it comes
+//!   back; the acceptors still hear the leader and say no. This is Raft's
+//!   pre-vote with acceptors as the voters; it touches liveness only, never
+//!   what a promise or an accept means, and needs no disk write. Time is
+//!   a tick counter advanced by [`Acceptor::tick`];
 //! - forgets every slot below the leader's `Compact` mark. The leader sends
 //!   one only when a majority of replicas hold durable snapshots covering
 //!   those slots: they are chosen, applied, and recoverable without us. The
@@ -59,6 +69,12 @@ pub struct Acceptor {
     state: AcceptorState,
     /// Records written since storage last held only live state.
     written: u64,
+    now: u64,
+    /// When the proposer of the ballot we follow last showed it is alive;
+    /// `None` since a restart.
+    contact: Option<u64>,
+    /// Pre-votes wait this long after the last contact.
+    lease_ticks: u64,
 }
 
 /// Rewrite once this many more records were written than are live.
@@ -73,7 +89,53 @@ impl Acceptor {
             learners,
             state: recovered,
             written,
+            now: 0,
+            contact: None,
+            lease_ticks: 0,
         }
+    }
+
+    /// Sets how long after the last sign of life from the leader we follow
+    /// pre-votes are refused: the proposers' shortest election timeout.
+    /// With 0 (the default) pre-votes are granted for any ballot we would
+    /// promise.
+    pub fn with_pre_vote_lease(mut self, ticks: u64) -> Self {
+        self.lease_ticks = ticks;
+        self
+    }
+
+    /// Advances the clock by one tick.
+    pub fn tick(&mut self) {
+        self.now += 1;
+    }
+
+    /// The proposer of `ballot` reached us and `ballot` is at least what we
+    /// promised: the leader (or candidate) we follow is alive.
+    fn touch(&mut self, ballot: &Ballot) {
+        if *ballot >= self.state.promised {
+            self.contact = Some(self.now);
+        }
+    }
+
+    fn handle_pre_vote(&mut self, from: NodeId, ballot: Ballot) -> Output {
+        let mut out = Output::default();
+        let quiet = self
+            .contact
+            .is_none_or(|t| self.now - t >= self.lease_ticks);
+        // The proposer we follow may ask again (its phase 1 stalled): its
+        // own liveness is no reason to refuse it.
+        let ours = self.state.promised.node == from;
+        if ballot <= self.state.promised {
+            // Phase 1 would fail: say why, so a proposer that restarted
+            // without memory of its ballots moves above ours.
+            out.send.push((from, self.preempted(ballot)));
+        } else if quiet || ours {
+            out.send.push((
+                from,
+                Message::Proposer(ProposerMsg::PreVoteGranted { ballot }),
+            ));
+        }
+        out
     }
 
     /// The whole durable state, for storage rewrites.
@@ -90,6 +152,15 @@ impl Acceptor {
     }
 
     pub fn handle(&mut self, from: NodeId, msg: AcceptorMsg) -> Output {
+        match &msg {
+            AcceptorMsg::Prepare { ballot, .. }
+            | AcceptorMsg::Accept { ballot, .. }
+            | AcceptorMsg::Confirm { ballot, .. }
+            | AcceptorMsg::Heartbeat { ballot } => self.touch(ballot),
+            AcceptorMsg::Fetch { .. }
+            | AcceptorMsg::Compact { .. }
+            | AcceptorMsg::PreVote { .. } => {}
+        }
         let mut out = match msg {
             AcceptorMsg::Prepare { ballot, from_slot } => {
                 self.handle_prepare(from, ballot, from_slot)
@@ -99,6 +170,8 @@ impl Acceptor {
                 slot,
                 value,
             } => self.handle_accept(from, ballot, slot, value),
+            AcceptorMsg::Heartbeat { .. } => Output::default(),
+            AcceptorMsg::PreVote { ballot } => self.handle_pre_vote(from, ballot),
             AcceptorMsg::Fetch { from_slot, to_slot } => {
                 self.handle_fetch(from, from_slot, to_slot)
             }
@@ -283,6 +356,66 @@ mod tests {
                 value,
             },
         )
+    }
+
+    fn pre_vote(a: &mut Acceptor, ballot: Ballot) -> Vec<(NodeId, Message)> {
+        let out = a.handle(ballot.node.clone(), AcceptorMsg::PreVote { ballot });
+        assert!(out.persist.is_empty(), "a pre-vote changes nothing");
+        out.send
+    }
+    fn granted(ballot: &Ballot) -> Vec<(NodeId, Message)> {
+        vec![(
+            ballot.node.clone(),
+            Message::Proposer(ProposerMsg::PreVoteGranted {
+                ballot: ballot.clone(),
+            }),
+        )]
+    }
+
+    #[test]
+    fn pre_votes_wait_until_the_leader_we_follow_goes_quiet() {
+        let mut a = acc().with_pre_vote_lease(30);
+        // Nobody led yet: granted at once, and nothing is promised.
+        assert_eq!(pre_vote(&mut a, b(1, "p2")), granted(&b(1, "p2")));
+        assert_eq!(a.promised(), &Ballot::zero());
+        prepare(&mut a, b(1, "p1"), 0);
+        for t in 0..60 {
+            a.tick();
+            if t % 10 == 9 {
+                // The leader's heartbeats (or accepts) keep it alive.
+                a.handle(
+                    NodeId::new("p1"),
+                    AcceptorMsg::Heartbeat { ballot: b(1, "p1") },
+                );
+            }
+            assert!(pre_vote(&mut a, b(2, "p2")).is_empty(), "tick {t}");
+        }
+        // A stale leader's heartbeat is no sign of life of ours.
+        a.handle(
+            NodeId::new("p0"),
+            AcceptorMsg::Heartbeat { ballot: b(0, "p0") },
+        );
+        for _ in 0..29 {
+            a.tick();
+        }
+        assert!(pre_vote(&mut a, b(2, "p2")).is_empty());
+        a.tick();
+        assert_eq!(pre_vote(&mut a, b(2, "p2")), granted(&b(2, "p2")));
+        // Too low a ballot gets the promise it lost to, whatever the time.
+        let low = pre_vote(&mut a, b(1, "p0"));
+        assert!(
+            matches!(&low[..], [(_, Message::Proposer(ProposerMsg::Preempted { promised, .. }))] if *promised == b(1, "p1")),
+            "{low:?}"
+        );
+    }
+
+    #[test]
+    fn the_proposer_we_follow_may_always_ask_again() {
+        let mut a = acc().with_pre_vote_lease(30);
+        prepare(&mut a, b(3, "p2"), 0);
+        // Its phase 1 stalled; its own retransmissions keep it "alive".
+        assert!(pre_vote(&mut a, b(4, "p1")).is_empty());
+        assert_eq!(pre_vote(&mut a, b(4, "p2")), granted(&b(4, "p2")));
     }
 
     #[test]

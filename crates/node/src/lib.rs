@@ -23,7 +23,7 @@ use synod_replica::actor::{ReplicaActor, ReplicaHandle, SetStatusExtra};
 use synod_replica::{Replica, ReplicaConfig};
 use synod_storage::{AcceptorStorage, FileStorage, SnapshotStore};
 use synod_transport::{LocalRoles, Register, Router, TransportConfig};
-use synod_types::{NodeId, Role, StateMachine};
+use synod_types::{NodeId, Role, SplitMix64, StateMachine};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -123,8 +123,10 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             let recovered = storage.load()?;
             tracing::info!(node = %me, dir = %dir.display(), promised = ?recovered.promised,
                 accepted = recovered.accepted.len(), "acceptor recovered");
-            let logic = Acceptor::new(me.clone(), topology.learners.clone(), recovered);
-            let actor = AcceptorActor::new(me.clone(), logic, Box::new(storage), router.clone());
+            let logic = Acceptor::new(me.clone(), topology.learners.clone(), recovered)
+                .with_pre_vote_lease(t.election_timeout_ticks);
+            let actor = AcceptorActor::new(me.clone(), logic, Box::new(storage), router.clone())
+                .with_tick(tick);
             acceptor_stats = Some(actor.stats());
             Some(actor.start())
         } else {
@@ -158,6 +160,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
                 chunk_bytes: cfg.limits.snapshot_chunk_bytes,
                 read_index: cfg.reads == config::ReadMode::ReadIndex,
                 max_sessions: cfg.limits.max_sessions,
+                read_id_base: SplitMix64::new(clock_seed(&me)).next_u64() << 32,
             };
             let store = SnapshotStore::open(&cfg.data_dir(&node).join("replica"))?;
             let logic = match store.load()? {

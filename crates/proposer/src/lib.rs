@@ -3,11 +3,19 @@
 //! One proposer at a time acts as leader. Its life:
 //!
 //! ```text
-//!  Follower ──election timeout──▶ Candidate ──majority of Promise──▶ Leader
-//!     ▲                              │                                  │
-//!     └──── higher ballot seen (Preempted / Heartbeat) ◀────────────────┘
+//!  Follower ──election timeout──▶ PreCandidate ──majority of PreVoteGranted──▶ Candidate ──majority of Promise──▶ Leader
+//!     ▲                               │                                           │                                │
+//!     └──── leader heartbeat / higher ballot seen (Preempted / Heartbeat) ◀───────┴────────────────────────────────┘
 //! ```
 //!
+//! - **PreCandidate**: asks the acceptors `PreVote(ballot)` for the ballot it
+//!   would run with, changing nothing anywhere. An acceptor says yes only
+//!   if it would promise that ballot and has not heard from the leader it
+//!   follows for an election timeout (see the acceptor's docs). Only with a
+//!   majority of yeses does the proposer raise its ballot and run phase 1.
+//!   Without this, a proposer cut off from a healthy leader would keep
+//!   raising its ballot and depose the leader as soon as it could reach
+//!   the acceptors again.
 //! - **Follower**: forwards `Propose` to the leader it knows and resets its
 //!   randomized election deadline on every heartbeat. Different proposers
 //!   draw different timeouts from their seeds, so after a leader dies one of
@@ -106,6 +114,7 @@ pub struct Output {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
     Follower,
+    PreCandidate,
     Candidate,
     Leader,
 }
@@ -155,6 +164,8 @@ pub struct Proposer {
     chosen_above: BTreeSet<Slot>,
 
     promises: BTreeMap<NodeId, (Vec<PromiseEntry>, Slot)>,
+    /// The ballot a pre-vote is out for, and the acceptors that granted it.
+    pre_vote: Option<(Ballot, BTreeSet<NodeId>)>,
     prepare_sent_at: u64,
     next_slot: Slot,
     inflight: BTreeMap<Slot, InFlight>,
@@ -198,6 +209,7 @@ impl Proposer {
             first_unchosen: 0,
             chosen_above: BTreeSet::new(),
             promises: BTreeMap::new(),
+            pre_vote: None,
             prepare_sent_at: 0,
             next_slot: 0,
             inflight: BTreeMap::new(),
@@ -261,6 +273,9 @@ impl Proposer {
             ProposerMsg::Confirmed { ballot, round } => {
                 self.handle_confirmed(from, ballot, round, &mut out)
             }
+            ProposerMsg::PreVoteGranted { ballot } => {
+                self.handle_pre_vote_granted(from, ballot, &mut out)
+            }
             ProposerMsg::Chosen { slot } => {
                 self.mark_chosen(slot);
                 if self.finish_slot(slot) {
@@ -276,8 +291,10 @@ impl Proposer {
         self.now += 1;
         let mut out = Output::default();
         match self.phase {
-            Phase::Follower | Phase::Candidate if self.now >= self.deadline => {
-                self.start_election(&mut out)
+            Phase::Follower | Phase::PreCandidate | Phase::Candidate
+                if self.now >= self.deadline =>
+            {
+                self.start_pre_vote(&mut out)
             }
             Phase::Candidate if self.now - self.prepare_sent_at >= self.cfg.retransmit_ticks => {
                 self.prepare_sent_at = self.now;
@@ -310,6 +327,44 @@ impl Proposer {
             ballot: self.ballot.clone(),
             from_slot: self.first_unchosen,
         })
+    }
+
+    /// The leader went quiet (or our phase 1 stalled): ask the acceptors
+    /// whether they lost it too before raising our ballot.
+    fn start_pre_vote(&mut self, out: &mut Output) {
+        let ballot = Ballot::new(self.max_seen.round + 1, self.me.clone());
+        // A stalled phase 1 of ours is over; commands it queued wait for
+        // the next leader (us again, or whoever's heartbeat comes first).
+        self.promises.clear();
+        self.phase = Phase::PreCandidate;
+        self.reset_deadline();
+        tracing_debug(&self.me, "pre-candidate", &ballot);
+        for a in &self.acceptors {
+            out.send.push((
+                a.clone(),
+                Message::Acceptor(AcceptorMsg::PreVote {
+                    ballot: ballot.clone(),
+                }),
+            ));
+        }
+        self.pre_vote = Some((ballot, BTreeSet::new()));
+    }
+
+    fn handle_pre_vote_granted(&mut self, from: NodeId, ballot: Ballot, out: &mut Output) {
+        if self.phase != Phase::PreCandidate || !self.acceptors.contains(&from) {
+            return;
+        }
+        let Some((asked, grants)) = &mut self.pre_vote else {
+            return;
+        };
+        if *asked != ballot {
+            return;
+        }
+        grants.insert(from);
+        if grants.len() >= majority(self.acceptors.len()) {
+            self.pre_vote = None;
+            self.start_election(out);
+        }
     }
 
     fn start_election(&mut self, out: &mut Output) {
@@ -462,6 +517,14 @@ impl Proposer {
         });
         for p in &self.peers {
             out.send.push((p.clone(), msg.clone()));
+        }
+        // Acceptors that hear us turn down pre-votes of proposers that lost
+        // touch with us.
+        let alive = Message::Acceptor(AcceptorMsg::Heartbeat {
+            ballot: self.ballot.clone(),
+        });
+        for a in &self.acceptors {
+            out.send.push((a.clone(), alive.clone()));
         }
         let progress = Message::Learner(LearnerMsg::Progress {
             first_unchosen: self.first_unchosen,
@@ -706,7 +769,7 @@ impl Proposer {
 
     fn handle_propose(&mut self, commands: Vec<Command>, out: &mut Output) {
         match (&self.phase, &self.leader) {
-            (Phase::Follower, Some(l)) => {
+            (Phase::Follower | Phase::PreCandidate, Some(l)) => {
                 out.send.push((
                     l.clone(),
                     Message::Proposer(ProposerMsg::Propose { commands }),

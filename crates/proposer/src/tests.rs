@@ -35,17 +35,48 @@ fn proposer() -> Proposer {
     Proposer::new(n("p1"), &topology(), cfg(), 7)
 }
 
-/// Ticks until the proposer sends its Prepare; returns the ballot.
-fn run_to_candidate(p: &mut Proposer) -> Ballot {
+/// Ticks until the proposer asks for a pre-vote; returns that ballot.
+fn run_to_pre_vote(p: &mut Proposer) -> Ballot {
     for _ in 0..1000 {
         let out = p.tick();
-        if let Some((_, Message::Acceptor(AcceptorMsg::Prepare { ballot, .. }))) = out.send.first()
-        {
-            assert_eq!(out.send.len(), 3, "p1a goes to every acceptor");
+        if let Some((_, Message::Acceptor(AcceptorMsg::PreVote { ballot }))) = out.send.first() {
+            assert_eq!(out.send.len(), 3, "pre-votes go to every acceptor");
+            assert_eq!(p.phase(), &Phase::PreCandidate);
             return ballot.clone();
         }
+        assert!(
+            !out.send
+                .iter()
+                .any(|(_, m)| matches!(m, Message::Acceptor(AcceptorMsg::Prepare { .. }))),
+            "phase 1 before a pre-vote"
+        );
     }
-    panic!("no election started");
+    panic!("no pre-vote started");
+}
+
+/// Runs the pre-vote with grants from a majority; returns the ballot of
+/// the Prepare that follows.
+fn run_to_candidate(p: &mut Proposer) -> Ballot {
+    let asked = run_to_pre_vote(p);
+    let out = p.handle(
+        n("a1"),
+        ProposerMsg::PreVoteGranted {
+            ballot: asked.clone(),
+        },
+    );
+    assert!(out.send.is_empty(), "one grant is not a majority");
+    let out = p.handle(
+        n("a2"),
+        ProposerMsg::PreVoteGranted {
+            ballot: asked.clone(),
+        },
+    );
+    if let Some((_, Message::Acceptor(AcceptorMsg::Prepare { ballot, .. }))) = out.send.first() {
+        assert_eq!(out.send.len(), 3, "p1a goes to every acceptor");
+        assert_eq!(*ballot, asked, "phase 1 runs with the ballot granted");
+        return ballot.clone();
+    }
+    panic!("no Prepare after a majority of pre-votes: {out:?}");
 }
 
 fn elect(p: &mut Proposer, promises: Vec<Vec<PromiseEntry>>) -> Output {
@@ -635,4 +666,67 @@ fn silent_acceptors_bound_the_leaders_memory() {
     }
     // One read rides the round in flight, ten wait, the rest are refused.
     assert_eq!(refused, 100 - 1 - 10);
+}
+
+#[test]
+fn pre_vote_without_a_majority_changes_nothing_and_a_heartbeat_ends_it() {
+    let mut p = proposer();
+    let asked = run_to_pre_vote(&mut p);
+    // One grant, a grant for another ballot and one from a stranger.
+    for (from, ballot) in [
+        ("a1", asked.clone()),
+        ("a2", b(asked.round + 1, "p1")),
+        ("zz", asked.clone()),
+    ] {
+        let out = p.handle(n(from), ProposerMsg::PreVoteGranted { ballot });
+        assert!(out.send.is_empty());
+    }
+    assert_eq!(p.phase(), &Phase::PreCandidate);
+    assert!(p.ballot() < &asked, "the ballot is raised only by phase 1");
+    // The leader is alive after all: back to following it.
+    p.handle(
+        n("p2"),
+        ProposerMsg::Heartbeat {
+            ballot: b(1, "p2"),
+            first_unchosen: 0,
+        },
+    );
+    assert_eq!(p.phase(), &Phase::Follower);
+    assert_eq!(p.leader(), Some(&n("p2")));
+    // A late grant for the old pre-vote starts nothing.
+    let out = p.handle(n("a2"), ProposerMsg::PreVoteGranted { ballot: asked });
+    assert!(out.send.is_empty());
+    // Refused with a higher promise: the next pre-vote goes above it.
+    run_to_pre_vote(&mut p);
+    p.handle(
+        n("a1"),
+        ProposerMsg::Preempted {
+            ballot: b(2, "p1"),
+            promised: b(9, "p3"),
+        },
+    );
+    assert_eq!(p.phase(), &Phase::Follower);
+    assert!(run_to_pre_vote(&mut p) > b(9, "p3"));
+}
+
+#[test]
+fn leader_heartbeats_reach_the_acceptors() {
+    let mut p = proposer();
+    elect(&mut p, vec![vec![], vec![]]);
+    let ballot = p.ballot().clone();
+    let out = (0..20).fold(Output::default(), |mut acc, _| {
+        acc.send.extend(p.tick().send);
+        acc
+    });
+    for a in acceptors() {
+        assert!(
+            out.send.contains(&(
+                a.clone(),
+                Message::Acceptor(AcceptorMsg::Heartbeat {
+                    ballot: ballot.clone()
+                })
+            )),
+            "no heartbeat to {a}"
+        );
+    }
 }

@@ -64,6 +64,13 @@ pub struct ReplicaConfig {
     /// recently used is dropped. Part of the replicated state: it must be
     /// the same on every replica.
     pub max_sessions: usize,
+    /// Id of this replica's first read-index request. Ids only grow, and
+    /// a leader's answer names the ids it answers, so every start of a
+    /// replica needs a range of its own: a late answer to a request of an
+    /// earlier run (sent before a crash) must never be taken for one of
+    /// ours, whose read may have begun after writes that the old answer's
+    /// index does not cover. The node draws a random multiple of 2^32.
+    pub read_id_base: u64,
 }
 
 impl Default for ReplicaConfig {
@@ -76,6 +83,7 @@ impl Default for ReplicaConfig {
             chunk_bytes: 1 << 20,
             read_index: true,
             max_sessions: 100_000,
+            read_id_base: 0,
         }
     }
 }
@@ -297,6 +305,7 @@ const QUIET_TICKS: u64 = 3;
 
 impl<S: StateMachine> Replica<S> {
     pub fn new(me: &NodeId, topology: &Topology, cfg: ReplicaConfig, sm: S) -> Self {
+        let read_id_base = cfg.read_id_base;
         Replica {
             proposers: topology.proposers.clone(),
             learners: topology.learners.clone(),
@@ -313,7 +322,10 @@ impl<S: StateMachine> Replica<S> {
             decisions: BTreeMap::new(),
             sessions: Sessions::default(),
             pending: BTreeMap::new(),
-            reads: Reads::default(),
+            reads: Reads {
+                next_id: read_id_base,
+                ..Reads::default()
+            },
             leader_hint: None,
             next_proposer: 0,
             next_learner: 0,

@@ -579,3 +579,49 @@ fn sessions_beyond_the_bound_drop_the_least_recently_used() {
     assert_eq!(r.state().0, want);
     assert_eq!(back.state().0, want);
 }
+
+#[test]
+fn a_late_read_index_answer_meant_for_an_earlier_run_is_ignored() {
+    // Before a crash the replica asked about a read and the leader
+    // answered index 1; the answer arrives after the restart, when a new
+    // read waits that began after slot 1 was written (its index is 2).
+    let run = |base: u64| {
+        Replica::new(
+            &n("r1"),
+            &topology(),
+            ReplicaConfig {
+                read_id_base: base,
+                ..ReplicaConfig::default()
+            },
+            Log::default(),
+        )
+    };
+    let mut before = run(0);
+    let old_ids = read_index_asks(&before.handle_request(ClientId(2), 1, op(0)))[0]
+        .1
+        .clone();
+    let mut after = run(1 << 32);
+    decide(&mut after, 0, vec![cmd(1, 1, 10)]);
+    let new_ids = read_index_asks(&after.handle_request(ClientId(3), 1, op(0)))[0]
+        .1
+        .clone();
+    let stale = after.handle(
+        n("p1"),
+        ReplicaMsg::ReadIndex {
+            ids: old_ids,
+            index: 1,
+        },
+    );
+    assert!(stale.replies.is_empty(), "served with a stale index");
+    let out = after.handle(
+        n("p1"),
+        ReplicaMsg::ReadIndex {
+            ids: new_ids,
+            index: 2,
+        },
+    );
+    assert!(out.replies.is_empty(), "slot 1 is not applied yet");
+    let out = decide(&mut after, 1, vec![cmd(1, 2, 20)]);
+    assert_eq!(out.replies.len(), 1);
+    assert_eq!(output(&out.replies[0]), 2, "the read sees slots 0 and 1");
+}

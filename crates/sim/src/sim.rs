@@ -455,6 +455,9 @@ impl Sim {
             if !self.nodes[i].up {
                 continue;
             }
+            if let Some(a) = self.nodes[i].acceptor.as_mut() {
+                a.tick();
+            }
             if let Some(p) = self.nodes[i].proposer.as_mut() {
                 self.stats.max_queued = self.stats.max_queued.max(p.queued());
                 let out = p.tick();
@@ -624,7 +627,12 @@ impl Sim {
             learners: self.learners.clone(),
             replicas: self.replicas.clone(),
         };
-        let rcfg = self.rcfg.clone();
+        // Each start of a replica gets its own range of read ids (the node
+        // draws one at random); a restart tick is unique per node.
+        let rcfg = ReplicaConfig {
+            read_id_base: self.now << 32,
+            ..self.rcfg.clone()
+        };
         let node = &mut self.nodes[i];
         node.up = true;
         if node.roles.acceptor {
@@ -643,7 +651,8 @@ impl Sim {
                     ),
                 ));
             }
-            let acceptor = Acceptor::new(node.id.clone(), self.learners.clone(), state);
+            let acceptor = Acceptor::new(node.id.clone(), self.learners.clone(), state)
+                .with_pre_vote_lease(self.pcfg.election_timeout_ticks);
             if acceptor.promised() < &node.revealed && bug == Bug::None {
                 return Err(violation(
                     "promise-monotonic",

@@ -64,6 +64,13 @@ pub fn message(m: &Message) -> String {
             format!("Heartbeat {ballot:?} first_unchosen={first_unchosen}")
         }
         Message::Proposer(ProposerMsg::Chosen { slot }) => format!("Chosen slot={slot}"),
+        Message::Acceptor(AcceptorMsg::Heartbeat { ballot }) => {
+            format!("Heartbeat→acceptor {ballot:?}")
+        }
+        Message::Acceptor(AcceptorMsg::PreVote { ballot }) => format!("PreVote {ballot:?}"),
+        Message::Proposer(ProposerMsg::PreVoteGranted { ballot }) => {
+            format!("PreVoteGranted {ballot:?}")
+        }
         Message::Learner(LearnerMsg::Accepted {
             ballot,
             slot,
@@ -158,6 +165,9 @@ pub fn kind(m: &Message) -> &'static str {
         Message::Proposer(ProposerMsg::Propose { .. }) => "Propose",
         Message::Proposer(ProposerMsg::Heartbeat { .. }) => "Heartbeat",
         Message::Proposer(ProposerMsg::Chosen { .. }) => "Chosen",
+        Message::Acceptor(AcceptorMsg::Heartbeat { .. }) => "Heartbeat→acceptor",
+        Message::Acceptor(AcceptorMsg::PreVote { .. }) => "PreVote",
+        Message::Proposer(ProposerMsg::PreVoteGranted { .. }) => "PreVoteGranted",
         Message::Learner(LearnerMsg::Accepted { .. }) => "Accepted→learner",
         Message::Learner(LearnerMsg::CatchUp { .. }) => "CatchUp",
         Message::Learner(LearnerMsg::Progress { .. }) => "Progress",

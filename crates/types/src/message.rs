@@ -86,6 +86,14 @@ pub enum AcceptorMsg {
     /// `ballot`?" Answered with `ProposerMsg::Confirmed` (no) or
     /// `Preempted` (yes). Changes nothing, so it needs no disk write.
     Confirm { ballot: Ballot, round: u64 },
+    /// The leader of `ballot` is alive (sent with every proposer heartbeat),
+    /// so this acceptor turns down pre-votes for a while.
+    Heartbeat { ballot: Ballot },
+    /// Pre-vote: "would you promise `ballot` if I ran phase 1 with it, and
+    /// have you lost touch with the leader you follow?" Answered with
+    /// `ProposerMsg::PreVoteGranted`, with `Preempted` if `ballot` is too
+    /// low, or not at all while the leader is alive. Changes nothing.
+    PreVote { ballot: Ballot },
 }
 
 /// One slot an acceptor reports in its promise: what it accepted, in which ballot.
@@ -130,6 +138,8 @@ pub enum ProposerMsg {
     /// An acceptor's answer to `AcceptorMsg::Confirm`: it has promised
     /// nothing above `ballot`.
     Confirmed { ballot: Ballot, round: u64 },
+    /// An acceptor's yes to `AcceptorMsg::PreVote` for `ballot`.
+    PreVoteGranted { ballot: Ballot },
 }
 
 /// Messages a learner receives.
