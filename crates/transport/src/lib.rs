@@ -76,7 +76,17 @@ pub struct TransportConfig {
     pub queue_limit: usize,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// A dial that gets no answer within this is abandoned and retried
+    /// (after the backoff) with a fresh SYN, so a link comes back soon
+    /// after a partition heals instead of after the kernel's SYN backoff.
+    pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
+    /// A peer link whose sent data stays unacknowledged this long is torn
+    /// down and redialed (`TCP_USER_TIMEOUT`). Without it a connection
+    /// cut by a partition keeps its data in the kernel, retransmitted on a
+    /// doubling timer: after a 5 s partition, the first message could wait
+    /// seconds more after the heal, holding up elections and votes.
+    pub user_timeout: Duration,
 }
 
 impl TransportConfig {
@@ -90,7 +100,9 @@ impl TransportConfig {
             queue_limit: 65_536,
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(5),
+            user_timeout: Duration::from_secs(1),
         }
     }
 }

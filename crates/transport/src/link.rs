@@ -87,11 +87,15 @@ impl PeerLink {
 
 /// Dials and handshakes; the peer must answer with a matching hello.
 async fn open(cfg: &TransportConfig, peer: &NodeId, addr: SocketAddr) -> Result<TcpStream, String> {
-    let mut stream = tokio::time::timeout(cfg.handshake_timeout, TcpStream::connect(addr))
+    let mut stream = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket2::SockRef::from(&stream)
+        .set_tcp_user_timeout(Some(cfg.user_timeout))
+        .map_err(|e| e.to_string())?;
     let mut buf = BytesMut::new();
     let mut codec = PeerCodec::new(cfg.max_frame);
     codec

@@ -1,22 +1,37 @@
 //! Inbound peer connections: handshake, then decode frames into the router.
+//!
+//! A peer dials a new connection whenever its old one failed on its side
+//! (say, its `TCP_USER_TIMEOUT` fired during a partition). Our end of the
+//! old one may never learn of it (the reset was lost with the partition),
+//! so the newest connection from a peer closes the older ones: one live
+//! inbound connection per peer, however many partitions came and went.
 
 use crate::{Inbound, Router, TransportConfig};
 use actix::Addr;
 use futures::StreamExt;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 use synod_codec::{Frame, PeerCodec, PROTOCOL_VERSION};
+use synod_types::NodeId;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio_util::codec::{Encoder, FramedRead};
+
+/// Per peer: how to close its current inbound connection.
+type Current = Rc<RefCell<HashMap<NodeId, oneshot::Sender<()>>>>;
 
 pub(crate) fn spawn(listener: TcpListener, cfg: TransportConfig, router: Addr<Router>) {
     actix::spawn(async move {
+        let current = Current::default();
         loop {
             match listener.accept().await {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    let (cfg, router) = (cfg.clone(), router.clone());
+                    let (cfg, router, current) = (cfg.clone(), router.clone(), current.clone());
                     actix::spawn(async move {
-                        if let Err(e) = serve(stream, &cfg, router).await {
+                        if let Err(e) = serve(stream, &cfg, router, current).await {
                             tracing::debug!(node = %cfg.me, %addr, "peer connection closed: {e}");
                         }
                     });
@@ -35,6 +50,7 @@ async fn serve(
     stream: TcpStream,
     cfg: &TransportConfig,
     router: Addr<Router>,
+    current: Current,
 ) -> Result<(), String> {
     let (rd, mut wr) = stream.into_split();
     let mut frames = FramedRead::new(rd, PeerCodec::new(cfg.max_frame));
@@ -75,7 +91,16 @@ async fn serve(
         .map_err(|e| e.to_string())?;
     wr.write_all(&buf).await.map_err(|e| e.to_string())?;
     tracing::debug!(node = %cfg.me, %peer, "peer connected");
-    while let Some(frame) = frames.next().await {
+    let (close, mut replaced) = oneshot::channel();
+    if let Some(older) = current.borrow_mut().insert(peer.clone(), close) {
+        let _ = older.send(());
+    }
+    loop {
+        let frame = tokio::select! {
+            f = frames.next() => f,
+            _ = &mut replaced => return Err("replaced by a newer connection".into()),
+        };
+        let Some(frame) = frame else { break };
         match frame {
             Ok(Frame::Msg(env)) if env.from == peer => router.do_send(Inbound(env)),
             Ok(Frame::Msg(env)) => {

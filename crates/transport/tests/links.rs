@@ -150,3 +150,39 @@ async fn garbage_from_a_peer_closes_only_that_connection() {
     }
     assert!(!got.lock().unwrap().is_empty());
 }
+
+/// Dials `to` as node `a` and completes the handshake.
+async fn dial_as_a(to: SocketAddr) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(to).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let hello = Frame::Hello {
+        cluster_id: "test-cluster".into(),
+        version: PROTOCOL_VERSION,
+        node: NodeId::new("a"),
+    };
+    PeerCodec::default().encode(&hello, &mut buf).unwrap();
+    s.write_all(&buf).await.unwrap();
+    let mut answer = [0u8; 4];
+    s.read_exact(&mut answer).await.unwrap();
+    s
+}
+
+#[actix_rt::test]
+async fn a_newer_connection_from_a_peer_closes_the_older_one() {
+    // A peer whose old connection died on its side (a partition) dials
+    // again; our end of the old one must not linger forever.
+    let b_addr = addr();
+    let _b = Router::start(config("b", b_addr, ("a", addr()))).unwrap();
+    let mut old = dial_as_a(b_addr).await;
+    let mut rest = Vec::new();
+    let idle = tokio::time::timeout(Duration::from_millis(300), old.read_to_end(&mut rest)).await;
+    assert!(idle.is_err(), "the only connection stays open: {idle:?}");
+    let mut new = dial_as_a(b_addr).await;
+    let closed = tokio::time::timeout(Duration::from_secs(2), old.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the older connection was not closed: {closed:?}"
+    );
+    let idle = tokio::time::timeout(Duration::from_millis(300), new.read_to_end(&mut rest)).await;
+    assert!(idle.is_err(), "the newest connection stays open");
+}
