@@ -283,15 +283,21 @@ pub fn check_final(ops: &[Op], key: &str, final_value: &Option<String>) -> Vec<S
         }
         None => {
             // Absent: every acknowledged write must be followed by a delete
-            // that may have taken effect after it.
+            // that may have taken effect after it. A delete whose client
+            // timed out (info) may take effect at any time after it was
+            // invoked, long after the client gave up: the request may sit
+            // in a deposed leader's queue until it forwards it on.
             for w in on_key
                 .iter()
                 .filter(|o| o.ok_mutation() && matches!(o.f, F::Write | F::Cas))
             {
                 let deleted_later = on_key.iter().any(|d| {
                     d.f == F::Delete
-                        && d.ty() != Type::Fail
-                        && !matches!(d.end_ns(), Some(end) if end <= w.invoke_ns)
+                        && match d.ty() {
+                            Type::Fail => false,
+                            Type::Info => true,
+                            _ => !matches!(d.end_ns(), Some(end) if end <= w.invoke_ns),
+                        }
                 });
                 if !deleted_later {
                     problems.push(format!(
@@ -362,8 +368,16 @@ mod tests {
     fn absent_needs_a_delete_after_the_acknowledged_writes() {
         let del = op(F::Delete, None, 40, Some((Type::Info, 50, None)));
         assert_eq!(check_final(&[write_ok("a", 0, 10)], "k", &None).len(), 1);
-        assert!(check_final(&[write_ok("a", 0, 10), del], "k", &None).is_empty());
+        assert!(check_final(&[write_ok("a", 0, 10), del.clone()], "k", &None).is_empty());
         assert!(check_final(&[], "k", &None).is_empty());
+        // A timed-out delete may land after a write acknowledged later...
+        assert!(check_final(&[del, write_ok("a", 60, 70)], "k", &None).is_empty());
+        // ...an acknowledged one that finished before the write may not.
+        let acked = op(F::Delete, None, 40, Some((Type::Ok, 50, None)));
+        assert_eq!(
+            check_final(&[acked, write_ok("a", 60, 70)], "k", &None).len(),
+            1
+        );
     }
 
     #[test]
