@@ -170,7 +170,16 @@ impl Acceptor {
                 slot,
                 value,
             } => self.handle_accept(from, ballot, slot, value),
-            AcceptorMsg::Heartbeat { .. } => Output::default(),
+            AcceptorMsg::Heartbeat { ballot } => {
+                let mut out = Output::default();
+                let answer = if ballot >= self.state.promised {
+                    Message::Proposer(ProposerMsg::HeartbeatAck { ballot })
+                } else {
+                    self.preempted(ballot)
+                };
+                out.send.push((from, answer));
+                out
+            }
             AcceptorMsg::PreVote { ballot } => self.handle_pre_vote(from, ballot),
             AcceptorMsg::Fetch { from_slot, to_slot } => {
                 self.handle_fetch(from, from_slot, to_slot)

@@ -59,6 +59,14 @@
 //! while a round is out rides on the next one, so one quorum round serves
 //! any number of reads.
 //!
+//! **Check quorum.** A leader that has not heard from a majority of
+//! acceptors (accepts, read confirmations, or answers to the heartbeats it
+//! also sends them) for an election timeout steps down. Pre-vote needs
+//! this: acceptors that still hear a leader's heartbeats refuse to elect
+//! another, so a leader that can send but not receive (a one-way fault)
+//! would otherwise keep its followers and its acceptors loyal while
+//! committing nothing.
+//!
 //! Time is a tick counter advanced by [`Proposer::tick`]; randomness comes
 //! from the seed given to [`Proposer::new`].
 
@@ -166,6 +174,9 @@ pub struct Proposer {
     promises: BTreeMap<NodeId, (Vec<PromiseEntry>, Slot)>,
     /// The ballot a pre-vote is out for, and the acceptors that granted it.
     pre_vote: Option<(Ballot, BTreeSet<NodeId>)>,
+    /// While leading: when each acceptor last answered under our ballot.
+    heard: BTreeMap<NodeId, u64>,
+    leader_since: u64,
     prepare_sent_at: u64,
     next_slot: Slot,
     inflight: BTreeMap<Slot, InFlight>,
@@ -210,6 +221,8 @@ impl Proposer {
             chosen_above: BTreeSet::new(),
             promises: BTreeMap::new(),
             pre_vote: None,
+            heard: BTreeMap::new(),
+            leader_since: 0,
             prepare_sent_at: 0,
             next_slot: 0,
             inflight: BTreeMap::new(),
@@ -248,6 +261,12 @@ impl Proposer {
 
     pub fn handle(&mut self, from: NodeId, msg: ProposerMsg) -> Output {
         let mut out = Output::default();
+        match &msg {
+            ProposerMsg::Accepted { ballot, .. }
+            | ProposerMsg::Confirmed { ballot, .. }
+            | ProposerMsg::HeartbeatAck { ballot } => self.heard_from(&from, ballot),
+            _ => {}
+        }
         match msg {
             ProposerMsg::Promise {
                 ballot,
@@ -276,6 +295,7 @@ impl Proposer {
             ProposerMsg::PreVoteGranted { ballot } => {
                 self.handle_pre_vote_granted(from, ballot, &mut out)
             }
+            ProposerMsg::HeartbeatAck { .. } => {}
             ProposerMsg::Chosen { slot } => {
                 self.mark_chosen(slot);
                 if self.finish_slot(slot) {
@@ -305,6 +325,10 @@ impl Proposer {
                     }
                 }
             }
+            Phase::Leader if !self.has_quorum() => {
+                tracing_debug(&self.me, "follower (no quorum heard)", &self.ballot);
+                self.step_down(self.ballot.clone(), &mut out);
+            }
             Phase::Leader => {
                 if self.now >= self.next_heartbeat {
                     self.send_heartbeats(&mut out);
@@ -315,6 +339,27 @@ impl Proposer {
             _ => {}
         }
         out
+    }
+
+    fn heard_from(&mut self, from: &NodeId, ballot: &Ballot) {
+        if self.phase == Phase::Leader && *ballot == self.ballot && self.acceptors.contains(from) {
+            self.heard.insert(from.clone(), self.now);
+        }
+    }
+
+    /// A majority of acceptors answered us within the last election
+    /// timeout (or we have not led that long yet).
+    fn has_quorum(&self) -> bool {
+        let window = self.cfg.election_timeout_ticks.max(1);
+        if self.now - self.leader_since < window {
+            return true;
+        }
+        let live = self
+            .heard
+            .values()
+            .filter(|t| self.now - **t < window)
+            .count();
+        live >= majority(self.acceptors.len())
     }
 
     fn reset_deadline(&mut self) {
@@ -434,6 +479,8 @@ impl Proposer {
             .max(self.first_unchosen);
         self.phase = Phase::Leader;
         self.leader = Some(self.me.clone());
+        self.leader_since = self.now;
+        self.heard.clear();
         self.next_slot = end;
         tracing_debug(&self.me, "leader", &self.ballot);
         for slot in self.first_unchosen..end {

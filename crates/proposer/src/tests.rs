@@ -642,6 +642,7 @@ fn silent_acceptors_bound_the_leaders_memory() {
         7,
     );
     elect(&mut p, vec![vec![], vec![]]);
+    let ballot = p.ballot().clone();
     for seq in 0..1_000 {
         p.handle(
             n("r1"),
@@ -651,8 +652,19 @@ fn silent_acceptors_bound_the_leaders_memory() {
         );
         if seq % 10 == 0 {
             p.tick();
+            // The acceptors are alive (they answer heartbeats), they just
+            // never accept anything.
+            for a in ["a1", "a2"] {
+                p.handle(
+                    n(a),
+                    ProposerMsg::HeartbeatAck {
+                        ballot: ballot.clone(),
+                    },
+                );
+            }
         }
     }
+    assert!(p.is_leader());
     assert_eq!(p.inflight(), 3);
     assert_eq!(p.queued(), 50);
     let mut refused = 0;
@@ -729,4 +741,39 @@ fn leader_heartbeats_reach_the_acceptors() {
             "no heartbeat to {a}"
         );
     }
+}
+
+#[test]
+fn a_leader_that_hears_no_majority_steps_down() {
+    let mut p = proposer();
+    elect(&mut p, vec![vec![], vec![]]);
+    let ballot = p.ballot().clone();
+    // Only a1 answers: one of three is not a majority.
+    for t in 0..200 {
+        p.tick();
+        p.handle(
+            n("a1"),
+            ProposerMsg::HeartbeatAck {
+                ballot: ballot.clone(),
+            },
+        );
+        if !p.is_leader() {
+            // Only after an election timeout (30 ticks) without a2.
+            assert!((129..140).contains(&t), "stepped down after {t} ticks");
+            assert_eq!(p.phase(), &Phase::Follower);
+            assert_eq!(p.leader(), None);
+            return;
+        }
+        if t < 100 {
+            // a2 answers too for a while: a majority, so it stays.
+            p.handle(
+                n("a2"),
+                ProposerMsg::HeartbeatAck {
+                    ballot: ballot.clone(),
+                },
+            );
+            assert!(p.is_leader(), "tick {t}");
+        }
+    }
+    panic!("a leader hearing one acceptor of three kept leading");
 }

@@ -71,6 +71,9 @@ pub fn message(m: &Message) -> String {
         Message::Proposer(ProposerMsg::PreVoteGranted { ballot }) => {
             format!("PreVoteGranted {ballot:?}")
         }
+        Message::Proposer(ProposerMsg::HeartbeatAck { ballot }) => {
+            format!("HeartbeatAck {ballot:?}")
+        }
         Message::Learner(LearnerMsg::Accepted {
             ballot,
             slot,
@@ -168,6 +171,7 @@ pub fn kind(m: &Message) -> &'static str {
         Message::Acceptor(AcceptorMsg::Heartbeat { .. }) => "Heartbeat→acceptor",
         Message::Acceptor(AcceptorMsg::PreVote { .. }) => "PreVote",
         Message::Proposer(ProposerMsg::PreVoteGranted { .. }) => "PreVoteGranted",
+        Message::Proposer(ProposerMsg::HeartbeatAck { .. }) => "HeartbeatAck",
         Message::Learner(LearnerMsg::Accepted { .. }) => "Accepted→learner",
         Message::Learner(LearnerMsg::CatchUp { .. }) => "CatchUp",
         Message::Learner(LearnerMsg::Progress { .. }) => "Progress",

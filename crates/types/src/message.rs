@@ -87,7 +87,8 @@ pub enum AcceptorMsg {
     /// `Preempted` (yes). Changes nothing, so it needs no disk write.
     Confirm { ballot: Ballot, round: u64 },
     /// The leader of `ballot` is alive (sent with every proposer heartbeat),
-    /// so this acceptor turns down pre-votes for a while.
+    /// so this acceptor turns down pre-votes for a while. Answered with
+    /// `ProposerMsg::HeartbeatAck`, or `Preempted` if `ballot` is too low.
     Heartbeat { ballot: Ballot },
     /// Pre-vote: "would you promise `ballot` if I ran phase 1 with it, and
     /// have you lost touch with the leader you follow?" Answered with
@@ -140,6 +141,9 @@ pub enum ProposerMsg {
     Confirmed { ballot: Ballot, round: u64 },
     /// An acceptor's yes to `AcceptorMsg::PreVote` for `ballot`.
     PreVoteGranted { ballot: Ballot },
+    /// An acceptor heard the leader's `AcceptorMsg::Heartbeat` for
+    /// `ballot` and has promised nothing higher.
+    HeartbeatAck { ballot: Ballot },
 }
 
 /// Messages a learner receives.
