@@ -305,7 +305,15 @@ fn scan(path: &Path) -> Result<Scan, StorageError> {
     };
     if let Some(reason) = bad {
         // An intact record after the bad one means the bad one was synced.
-        if let Some(next) = (off + 1..buf.len()).find(|&p| intact_at(&buf, p, format).is_some()) {
+        // Most damage spares the length field, so look where it points
+        // first; only then try every offset (slow, but only on this path).
+        let claimed = buf
+            .get(off..off + 4)
+            .map(|l| off + 8 + u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
+            .filter(|&p| p > off + 8 && intact_at(&buf, p, format).is_some());
+        if let Some(next) =
+            claimed.or_else(|| (off + 1..buf.len()).find(|&p| intact_at(&buf, p, format).is_some()))
+        {
             return Err(corrupt(
                 off as u64,
                 format!("{reason}, with an intact record after it at offset {next}"),
