@@ -266,7 +266,10 @@ impl ClusterConfig {
             || l.peer_queue == 0
             || l.max_sessions == 0
         {
-            return Err("limits must be positive".into());
+            return Err(
+                "limits.window, max_batch, max_queue, peer_queue and max_sessions must be positive"
+                    .into(),
+            );
         }
         if l.max_frame_bytes < 1024 {
             return Err("limits.max_frame_bytes must be at least 1024".into());
@@ -384,7 +387,7 @@ roles = ["acceptor"]
                     "cluster_id = \"t\"",
                     "cluster_id = \"t\"\n[limits]\nmax_sessions = 0",
                 ),
-                "limits must be positive",
+                "max_sessions must be positive",
             ),
         ];
         for (text, want) in cases {
