@@ -141,6 +141,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
                 max_batch: cfg.limits.max_batch,
                 max_batch_bytes: cfg.limits.max_batch_bytes,
                 max_queue: cfg.limits.max_queue,
+                thrifty: cfg.limits.thrifty,
                 ..ProposerConfig::default()
             };
             let seed = self.seed.unwrap_or_else(|| clock_seed(&me));

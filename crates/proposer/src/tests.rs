@@ -777,3 +777,163 @@ fn a_leader_that_hears_no_majority_steps_down() {
     }
     panic!("a leader hearing one acceptor of three kept leading");
 }
+
+/// Three nodes that each run a proposer, an acceptor and a learner (the
+/// `local-3` layout); `n1` wins with `cfg`.
+fn colocated_leader(cfg: ProposerConfig) -> Proposer {
+    let nodes = vec![n("n1"), n("n2"), n("n3")];
+    let topology = Topology {
+        proposers: nodes.clone(),
+        acceptors: nodes.clone(),
+        learners: nodes.clone(),
+        replicas: nodes,
+    };
+    let mut p = Proposer::new(n("n1"), &topology, cfg, 7);
+    let mut asked = None;
+    for _ in 0..1000 {
+        let out = p.tick();
+        if let Some((_, Message::Acceptor(AcceptorMsg::PreVote { ballot }))) = out.send.first() {
+            asked = Some(ballot.clone());
+            break;
+        }
+    }
+    let ballot = asked.expect("no pre-vote");
+    for a in ["n1", "n2"] {
+        p.handle(
+            n(a),
+            ProposerMsg::PreVoteGranted {
+                ballot: ballot.clone(),
+            },
+        );
+    }
+    for a in ["n1", "n2"] {
+        p.handle(
+            n(a),
+            ProposerMsg::Promise {
+                ballot: ballot.clone(),
+                accepted: vec![],
+                compacted_below: 0,
+            },
+        );
+    }
+    assert_eq!(p.phase(), &Phase::Leader);
+    p
+}
+
+/// Who got an `Accept`, and who got the value as `Proposed`.
+fn accept_and_proposed_targets(out: &Output) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+    let mut accept = BTreeSet::new();
+    let mut proposed = BTreeSet::new();
+    for (to, m) in &out.send {
+        match m {
+            Message::Acceptor(AcceptorMsg::Accept { .. }) => {
+                accept.insert(to.clone());
+            }
+            Message::Learner(LearnerMsg::Proposed { .. }) => {
+                proposed.insert(to.clone());
+            }
+            _ => {}
+        }
+    }
+    (accept, proposed)
+}
+
+fn set(names: &[&str]) -> BTreeSet<NodeId> {
+    names.iter().map(|s| n(s)).collect()
+}
+
+#[test]
+fn a_plain_leader_sends_every_slot_to_every_acceptor() {
+    let mut p = colocated_leader(cfg());
+    let out = p.handle(
+        n("n2"),
+        ProposerMsg::Propose {
+            commands: vec![cmd(1)],
+        },
+    );
+    let (accept, proposed) = accept_and_proposed_targets(&out);
+    assert_eq!(accept, set(&["n1", "n2", "n3"]));
+    assert!(
+        proposed.is_empty(),
+        "every learner gets the value with its acceptor's vote"
+    );
+}
+
+#[test]
+fn a_thrifty_leader_sends_a_slot_to_a_majority_and_widens_when_it_is_slow() {
+    let thrifty = ProposerConfig {
+        thrifty: true,
+        thrifty_fallback_ticks: 3,
+        ..cfg()
+    };
+    let mut p = colocated_leader(thrifty);
+    let ballot = p.ballot().clone();
+    let out = p.handle(
+        n("n2"),
+        ProposerMsg::Propose {
+            commands: vec![cmd(1)],
+        },
+    );
+    let (accept, proposed) = accept_and_proposed_targets(&out);
+    assert_eq!(
+        accept,
+        set(&["n1", "n2"]),
+        "own acceptor first, then topology order"
+    );
+    assert_eq!(
+        proposed,
+        set(&["n3"]),
+        "the learner whose acceptor was skipped needs the value from the leader"
+    );
+    let slot = *accepts(&out).keys().next().expect("an Accept");
+
+    // Only our own acceptor answers: after the fallback delay the slot goes
+    // to the acceptors that have not voted, and nowhere else.
+    p.handle(
+        n("n1"),
+        ProposerMsg::Accepted {
+            ballot: ballot.clone(),
+            slot,
+        },
+    );
+    let mut widened = Output::default();
+    for _ in 0..3 {
+        widened.send.extend(p.tick().send);
+    }
+    let (accept, _) = accept_and_proposed_targets(&widened);
+    assert_eq!(accept, set(&["n2", "n3"]));
+
+    // n3 answers, n2 stays silent: new slots skip n2 once it has not been
+    // heard from for two heartbeat intervals.
+    p.handle(
+        n("n3"),
+        ProposerMsg::Accepted {
+            ballot: ballot.clone(),
+            slot,
+        },
+    );
+    for _ in 0..12 {
+        p.tick();
+        p.handle(
+            n("n1"),
+            ProposerMsg::HeartbeatAck {
+                ballot: ballot.clone(),
+            },
+        );
+        p.handle(
+            n("n3"),
+            ProposerMsg::HeartbeatAck {
+                ballot: ballot.clone(),
+            },
+        );
+    }
+    let out = p.handle(
+        n("n2"),
+        ProposerMsg::Propose {
+            commands: vec![cmd(2)],
+        },
+    );
+    let (accept, proposed) = accept_and_proposed_targets(&out);
+    assert_eq!(accept, set(&["n1", "n3"]));
+    assert_eq!(proposed, set(&["n2"]));
+}

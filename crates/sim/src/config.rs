@@ -199,6 +199,9 @@ pub struct Faults {
     pub snapshot_every: u64,
     /// Replicas serve reads through the read index (else through the log).
     pub read_index: bool,
+    /// Leaders send each slot to a majority of acceptors first (thrifty
+    /// phase 2), the rest only on a slow answer.
+    pub thrifty: bool,
 }
 
 impl Faults {
@@ -253,7 +256,9 @@ impl Faults {
         let snapshot_every = [5, 20, 60, u64::MAX][rng.range(0, 4) as usize];
         // Peeked, not drawn: seeds drawn before reads had a choice replay
         // the same scenario.
-        let read_index = rng.clone().next_u64() & 1 == 0;
+        let peek = rng.clone().next_u64();
+        let read_index = peek & 1 == 0;
+        let thrifty = peek & 2 == 0;
         Faults {
             loss,
             dup,
@@ -274,6 +279,7 @@ impl Faults {
             max_batch,
             snapshot_every,
             read_index,
+            thrifty,
         }
     }
 
@@ -281,7 +287,7 @@ impl Faults {
     pub fn summary(&self) -> String {
         format!(
             "loss={:.2} dup={:.2} delay=1..={} slow={:.2}(+{}) crash={:.4}/tick down={}..{} crash_before_sync={:.2} \
-             partition={:.4}/tick len={}..{} clients={} think<={} client_retry={:?} window={} max_batch={} snapshot_every={} reads={}",
+             partition={:.4}/tick len={}..{} clients={} think<={} client_retry={:?} window={} max_batch={} snapshot_every={} reads={} thrifty={}",
             self.loss,
             self.dup,
             self.max_delay,
@@ -301,6 +307,7 @@ impl Faults {
             self.max_batch,
             self.snapshot_every,
             if self.read_index { "read-index" } else { "log" },
+            self.thrifty,
         )
     }
 }

@@ -317,6 +317,7 @@ impl Sim {
         let pcfg = ProposerConfig {
             window: faults.window,
             max_batch: faults.max_batch,
+            thrifty: faults.thrifty,
             ..ProposerConfig::default()
         };
         let clients = (0..faults.clients)
