@@ -34,7 +34,8 @@
 //! **Read index.** A leader also serves linearizable reads that never enter
 //! the log. A replica asks `ReadIndex`; the leader notes its `next_slot`
 //! (one past every slot it has proposed) and runs one *confirmation round*:
-//! `Confirm(ballot)` to every acceptor, which answers `Confirmed` if it has
+//! `Confirm(ballot)` to the acceptors (a majority first when thrifty, like
+//! accepts), each of which answers `Confirmed` if it has
 //! promised nothing above `ballot`. Once a majority confirmed, the leader
 //! answers the replica with that index, and the replica answers the read
 //! from its own state after applying every slot below it. Why this is safe:
@@ -156,6 +157,8 @@ struct ReadRound {
     reads: Vec<(NodeId, Vec<u64>)>,
     acks: BTreeSet<NodeId>,
     sent_at: u64,
+    /// Thrifty, as for accepts: every acceptor once widened.
+    widened: bool,
 }
 
 struct InFlight {
@@ -757,19 +760,23 @@ impl Proposer {
         }
         self.next_read_round += 1;
         self.reads_waiting_count = 0;
+        let targets = self.accept_targets();
         let round = ReadRound {
             round: self.next_read_round,
             index: self.next_slot,
             reads: std::mem::take(&mut self.reads_waiting),
             acks: BTreeSet::new(),
             sent_at: self.now,
+            widened: targets.len() == self.acceptors.len(),
         };
         let msg = Message::Acceptor(AcceptorMsg::Confirm {
             ballot: self.ballot.clone(),
             round: round.round,
         });
-        for a in &self.acceptors {
-            out.send.push((a.clone(), msg.clone()));
+        // Any majority confirms leadership, so the thrifty choice of
+        // acceptors serves here as it does for accepts.
+        for a in targets {
+            out.send.push((a, msg.clone()));
         }
         self.read_round = Some(round);
     }
@@ -805,10 +812,12 @@ impl Proposer {
         let Some(r) = self.read_round.as_mut() else {
             return;
         };
-        if self.now - r.sent_at < self.cfg.retransmit_ticks {
+        let age = self.now - r.sent_at;
+        if age < self.cfg.retransmit_ticks && (r.widened || age < self.cfg.thrifty_fallback_ticks) {
             return;
         }
         r.sent_at = self.now;
+        r.widened = true;
         let msg = Message::Acceptor(AcceptorMsg::Confirm {
             ballot: self.ballot.clone(),
             round: r.round,

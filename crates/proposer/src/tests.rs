@@ -937,3 +937,53 @@ fn a_thrifty_leader_sends_a_slot_to_a_majority_and_widens_when_it_is_slow() {
     assert_eq!(accept, set(&["n1", "n3"]));
     assert_eq!(proposed, set(&["n2"]));
 }
+
+#[test]
+fn a_thrifty_leader_confirms_reads_with_a_majority_and_widens_when_it_is_slow() {
+    let thrifty = ProposerConfig {
+        thrifty: true,
+        thrifty_fallback_ticks: 3,
+        ..cfg()
+    };
+    let mut p = colocated_leader(thrifty);
+    let ballot = p.ballot().clone();
+    let confirms = |out: &Output| -> Vec<(NodeId, u64)> {
+        out.send
+            .iter()
+            .filter_map(|(to, m)| match m {
+                Message::Acceptor(AcceptorMsg::Confirm { round, .. }) => Some((to.clone(), *round)),
+                _ => None,
+            })
+            .collect()
+    };
+    let out = p.handle(n("n2"), ProposerMsg::ReadIndex { ids: vec![4] });
+    let sent = confirms(&out);
+    let to: BTreeSet<NodeId> = sent.iter().map(|(a, _)| a.clone()).collect();
+    assert_eq!(to, set(&["n1", "n2"]));
+    let round = sent[0].1;
+
+    p.handle(
+        n("n1"),
+        ProposerMsg::Confirmed {
+            ballot: ballot.clone(),
+            round,
+        },
+    );
+    let mut widened = Output::default();
+    for _ in 0..3 {
+        widened.send.extend(p.tick().send);
+    }
+    let to: BTreeSet<NodeId> = confirms(&widened).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(
+        to,
+        set(&["n2", "n3"]),
+        "the silent target and the one left out"
+    );
+
+    let out = p.handle(n("n3"), ProposerMsg::Confirmed { ballot, round });
+    assert!(
+        out.send.iter().any(|(to, m)| *to == n("n2")
+            && matches!(m, Message::Replica(ReplicaMsg::ReadIndex { ids, .. }) if ids == &vec![4])),
+        "a majority of confirmations answers the read: {out:?}"
+    );
+}
