@@ -838,6 +838,15 @@ fn accept_and_proposed_targets(out: &Output) -> (BTreeSet<NodeId>, BTreeSet<Node
     (accept, proposed)
 }
 
+/// Everything `n` ticks send.
+fn ticks(p: &mut Proposer, n: usize) -> Output {
+    let mut out = Output::default();
+    for _ in 0..n {
+        out.send.extend(p.tick().send);
+    }
+    out
+}
+
 fn set(names: &[&str]) -> BTreeSet<NodeId> {
     names.iter().map(|s| n(s)).collect()
 }
@@ -896,10 +905,7 @@ fn a_thrifty_leader_sends_a_slot_to_a_majority_and_widens_when_it_is_slow() {
             slot,
         },
     );
-    let mut widened = Output::default();
-    for _ in 0..3 {
-        widened.send.extend(p.tick().send);
-    }
+    let widened = ticks(&mut p, 3);
     let (accept, _) = accept_and_proposed_targets(&widened);
     assert_eq!(accept, set(&["n2", "n3"]));
 
@@ -969,10 +975,7 @@ fn a_thrifty_leader_confirms_reads_with_a_majority_and_widens_when_it_is_slow() 
             round,
         },
     );
-    let mut widened = Output::default();
-    for _ in 0..3 {
-        widened.send.extend(p.tick().send);
-    }
+    let widened = ticks(&mut p, 3);
     let to: BTreeSet<NodeId> = confirms(&widened).into_iter().map(|(a, _)| a).collect();
     assert_eq!(
         to,
