@@ -157,7 +157,7 @@ struct ReadRound {
     reads: Vec<(NodeId, Vec<u64>)>,
     acks: BTreeSet<NodeId>,
     sent_at: u64,
-    /// Thrifty, as for accepts: every acceptor once widened.
+    /// As for accepts: the round went to every acceptor.
     widened: bool,
 }
 
@@ -165,9 +165,8 @@ struct InFlight {
     value: Value,
     acks: BTreeSet<NodeId>,
     sent_at: u64,
-    /// Thrifty: the acceptors the `Accept` went to so far (every acceptor
-    /// once widened).
-    sent_to: Vec<NodeId>,
+    /// The `Accept` went to every acceptor (always, unless thrifty).
+    widened: bool,
 }
 
 pub struct Proposer {
@@ -537,7 +536,7 @@ impl Proposer {
                 value,
                 acks: BTreeSet::new(),
                 sent_at: self.now,
-                sent_to: targets,
+                widened: targets.len() == self.acceptors.len(),
             },
         );
     }
@@ -579,13 +578,13 @@ impl Proposer {
             let age = self.now - f.sent_at;
             // Thrifty: the chosen majority is slow or gone; bring in the
             // rest now rather than after a full retransmit interval.
-            let widen =
-                f.sent_to.len() < self.acceptors.len() && age >= self.cfg.thrifty_fallback_ticks;
-            if age < self.cfg.retransmit_ticks && !widen {
+            if age < self.cfg.retransmit_ticks
+                && (f.widened || age < self.cfg.thrifty_fallback_ticks)
+            {
                 continue;
             }
             f.sent_at = self.now;
-            f.sent_to = self.acceptors.clone();
+            f.widened = true;
             let msg = Message::Acceptor(AcceptorMsg::Accept {
                 ballot: self.ballot.clone(),
                 slot: *slot,
