@@ -820,6 +820,15 @@ fn colocated_leader(cfg: ProposerConfig) -> Proposer {
     p
 }
 
+/// `colocated_leader` with thrifty phase 2 and a 3-tick fallback.
+fn thrifty_leader() -> Proposer {
+    colocated_leader(ProposerConfig {
+        thrifty: true,
+        thrifty_fallback_ticks: 3,
+        ..cfg()
+    })
+}
+
 /// Who got an `Accept`, and who got the value as `Proposed`.
 fn accept_and_proposed_targets(out: &Output) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
     let mut accept = BTreeSet::new();
@@ -870,12 +879,7 @@ fn a_plain_leader_sends_every_slot_to_every_acceptor() {
 
 #[test]
 fn a_thrifty_leader_sends_a_slot_to_a_majority_and_widens_when_it_is_slow() {
-    let thrifty = ProposerConfig {
-        thrifty: true,
-        thrifty_fallback_ticks: 3,
-        ..cfg()
-    };
-    let mut p = colocated_leader(thrifty);
+    let mut p = thrifty_leader();
     let ballot = p.ballot().clone();
     let out = p.handle(
         n("n2"),
@@ -946,12 +950,7 @@ fn a_thrifty_leader_sends_a_slot_to_a_majority_and_widens_when_it_is_slow() {
 
 #[test]
 fn a_thrifty_leader_confirms_reads_with_a_majority_and_widens_when_it_is_slow() {
-    let thrifty = ProposerConfig {
-        thrifty: true,
-        thrifty_fallback_ticks: 3,
-        ..cfg()
-    };
-    let mut p = colocated_leader(thrifty);
+    let mut p = thrifty_leader();
     let ballot = p.ballot().clone();
     let confirms = |out: &Output| -> Vec<(NodeId, u64)> {
         out.send
