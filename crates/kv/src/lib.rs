@@ -70,6 +70,16 @@ pub enum KvCommand {
     },
     /// Number of keys in the store.
     DbSize,
+    /// Commands a client sent back to back without waiting (a RESP
+    /// pipeline), applied in order as one log entry so the pipeline costs
+    /// one consensus round instead of one per command. Answers
+    /// [`KvOutput::Pipeline`], one output per command; each command succeeds
+    /// or fails on its own, as in a Redis pipeline. Never nested: a
+    /// pipeline inside a pipeline answers an error in its place.
+    ///
+    /// Added last so the encoding of every older variant, and so every log
+    /// and snapshot written before it, is unchanged.
+    Pipeline(Vec<KvCommand>),
 }
 
 /// What applying a [`KvCommand`] answers. Each variant maps onto exactly one
@@ -85,6 +95,9 @@ pub enum KvOutput {
     /// The command was applied (deterministically) and refused, e.g. INCR
     /// of a value that is not an integer; the state did not change.
     Error(String),
+    /// The outputs of a [`KvCommand::Pipeline`], in its order. A front end
+    /// answers each as its own reply.
+    Pipeline(Vec<KvOutput>),
 }
 
 impl KvOutput {
@@ -163,6 +176,15 @@ impl StateMachine for KvStore {
             | KvCommand::Exists { .. }
             | KvCommand::MGet { .. }
             | KvCommand::DbSize => KvOutput::Error("ERR internal: read not answered".into()),
+            KvCommand::Pipeline(commands) => KvOutput::Pipeline(
+                commands
+                    .into_iter()
+                    .map(|c| match c {
+                        KvCommand::Pipeline(_) => nested_pipeline(),
+                        c => self.apply(c),
+                    })
+                    .collect(),
+            ),
             KvCommand::Set {
                 key,
                 value,
@@ -213,7 +235,14 @@ impl StateMachine for KvStore {
                 KvOutput::Values(keys.iter().map(|k| self.data.get(k).cloned()).collect())
             }
             KvCommand::DbSize => KvOutput::count(self.data.len()),
-            KvCommand::Set { .. }
+            KvCommand::Pipeline(commands) if self.is_read_only(command) => KvOutput::Pipeline(
+                commands
+                    .iter()
+                    .map(|c| self.query(c).unwrap_or_else(nested_pipeline))
+                    .collect(),
+            ),
+            KvCommand::Pipeline(_)
+            | KvCommand::Set { .. }
             | KvCommand::Del { .. }
             | KvCommand::Cas { .. }
             | KvCommand::Incr { .. } => return None,
@@ -221,13 +250,25 @@ impl StateMachine for KvStore {
     }
 
     fn is_read_only(&self, command: &KvCommand) -> bool {
-        matches!(
-            command,
+        match command {
             KvCommand::Get { .. }
-                | KvCommand::Exists { .. }
-                | KvCommand::MGet { .. }
-                | KvCommand::DbSize
-        )
+            | KvCommand::Exists { .. }
+            | KvCommand::MGet { .. }
+            | KvCommand::DbSize => true,
+            // A pipeline of reads only skips the log as a whole; one write
+            // anywhere in it sends every command through the log, which
+            // keeps the pipeline's order without splitting it.
+            KvCommand::Pipeline(commands) => {
+                !commands.is_empty()
+                    && commands
+                        .iter()
+                        .all(|c| !matches!(c, KvCommand::Pipeline(_)) && self.is_read_only(c))
+            }
+            KvCommand::Set { .. }
+            | KvCommand::Del { .. }
+            | KvCommand::Cas { .. }
+            | KvCommand::Incr { .. } => false,
+        }
     }
 
     fn digest(&self) -> u64 {
@@ -256,6 +297,10 @@ impl StateMachine for KvStore {
         self.data = entries.into_iter().collect();
         Ok(())
     }
+}
+
+fn nested_pipeline() -> KvOutput {
+    KvOutput::Error("ERR a pipeline cannot hold a pipeline".into())
 }
 
 /// 64-bit FNV-1a. Written out rather than taken from std because the
@@ -444,6 +489,41 @@ mod tests {
     }
 
     #[test]
+    fn a_pipeline_cannot_nest_and_an_empty_one_is_not_a_read() {
+        let mut s = KvStore::new();
+        let empty = KvCommand::Pipeline(vec![]);
+        assert!(!s.is_read_only(&empty));
+        assert_eq!(s.apply(empty), KvOutput::Pipeline(vec![]));
+        let nested = KvCommand::Pipeline(vec![
+            get("a"),
+            KvCommand::Pipeline(vec![get("a")]),
+            set("a", "1", SetCond::Always, false),
+        ]);
+        assert!(!s.is_read_only(&nested));
+        assert_eq!(
+            s.apply(nested),
+            KvOutput::Pipeline(vec![KvOutput::Nil, nested_pipeline(), KvOutput::Ok])
+        );
+        assert_eq!(s.get(b"a"), Some(&b("1")));
+        // Reads around a nested pipeline still do not make it a read.
+        let reads = KvCommand::Pipeline(vec![get("a"), KvCommand::Pipeline(vec![])]);
+        assert!(!s.is_read_only(&reads));
+        assert_eq!(s.query(&reads), None);
+    }
+
+    /// Logs and snapshots written before `Pipeline` existed must decode the
+    /// same: the variant went last, so older discriminants did not move.
+    #[test]
+    fn older_commands_keep_their_encoding() {
+        assert_eq!(synod_codec::encode(&KvCommand::DbSize).unwrap(), vec![7]);
+        assert_eq!(
+            synod_codec::encode(&KvCommand::Get { key: b("k") }).unwrap(),
+            vec![2, 1, b'k']
+        );
+        assert_eq!(synod_codec::encode(&KvOutput::Int(5)).unwrap()[0], 3);
+    }
+
+    #[test]
     fn del_counts_only_existing_keys() {
         let mut s = KvStore::new();
         s.apply(set("a", "1", SetCond::Always, false));
@@ -562,6 +642,38 @@ mod tests {
             }
             prop_assert_eq!(x.digest(), y.digest());
             prop_assert_eq!(&x, &y);
+        }
+
+        /// A pipeline answers, and leaves the store, exactly as its commands
+        /// sent one at a time would; when it holds only reads it takes the
+        /// read path and `query` agrees with `apply`.
+        #[test]
+        fn a_pipeline_is_its_commands_in_order(
+            before in prop::collection::vec(command(), 0..10),
+            cmds in prop::collection::vec(command(), 1..12),
+        ) {
+            let mut one_by_one = KvStore::new();
+            for c in &before {
+                one_by_one.apply(c.clone());
+            }
+            let mut piped = one_by_one.clone();
+            let expected: Vec<KvOutput> =
+                cmds.iter().map(|c| one_by_one.apply(c.clone())).collect();
+            let pipeline = KvCommand::Pipeline(cmds.clone());
+            let reads_only = cmds.iter().all(|c| piped.is_read_only(c));
+            prop_assert_eq!(piped.is_read_only(&pipeline), reads_only);
+            if reads_only {
+                prop_assert_eq!(
+                    piped.query(&pipeline),
+                    Some(KvOutput::Pipeline(expected.clone()))
+                );
+            } else {
+                prop_assert_eq!(piped.query(&pipeline), None);
+            }
+            let wire = synod_codec::encode(&pipeline).unwrap();
+            let back: KvCommand = synod_codec::decode(&wire).unwrap();
+            prop_assert_eq!(piped.apply(back), KvOutput::Pipeline(expected));
+            prop_assert_eq!(&piped, &one_by_one);
         }
 
         /// Digests differ whenever contents differ (no collisions on small

@@ -144,6 +144,9 @@ pub fn output_frame(out: KvOutput) -> BytesFrame {
                 .map(|v| v.map_or(BytesFrame::Null, bulk))
                 .collect(),
         ),
+        // The connection answers a pipeline's outputs one by one; an array
+        // is only what one would look like as a single reply.
+        KvOutput::Pipeline(outs) => BytesFrame::Array(outs.into_iter().map(output_frame).collect()),
     }
 }
 

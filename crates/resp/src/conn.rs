@@ -6,6 +6,11 @@
 //! ("seq ≤ last applied ⇒ duplicate") holds only if a client sends request
 //! n+1 after request n was answered. Reading ahead stops when the queue is
 //! full, which pushes back on the client through TCP.
+//!
+//! A pipeline still costs one consensus round, not one per command: the
+//! key-value commands queued back to back when the replica is next free go
+//! to it together as one [`KvCommand::Pipeline`] request (one seq, one log
+//! entry), and its outputs come back as that many replies in order.
 
 use crate::codec::{ProtocolError, RequestCodec};
 use crate::command::{self, error, output_frame, printable, Request, Session, StatusView};
@@ -50,14 +55,33 @@ pub(crate) async fn run(
 }
 
 enum Incoming {
-    Frame(BytesFrame),
+    /// A parsed request, and its size on the wire (for pipeline limits).
+    Request(Request, usize),
     /// The bytes could not be framed: answer this error, then close, since
     /// the stream can no longer be split into requests.
     Fatal(String),
 }
 
-/// A reply that needs the replica.
-type Pending = LocalBoxFuture<'static, BytesFrame>;
+/// Replies that need the replica: one per request, in request order.
+type Pending = LocalBoxFuture<'static, Replies>;
+
+/// Kept apart from `Vec` so a lone request, by far the common case, costs
+/// no allocation for its reply.
+enum Replies {
+    One(BytesFrame),
+    Many(Vec<BytesFrame>),
+}
+
+impl Replies {
+    /// `frame` as the answer to each of `n` requests.
+    fn each(n: usize, frame: BytesFrame) -> Self {
+        if n == 1 {
+            Replies::One(frame)
+        } else {
+            Replies::Many(vec![frame; n])
+        }
+    }
+}
 
 enum Step {
     Reply(BytesFrame),
@@ -94,21 +118,28 @@ impl Connection {
                 let Some(incoming) = queue.pop_front() else {
                     break;
                 };
-                let frame = match incoming {
-                    Incoming::Frame(frame) => frame,
+                let request = match incoming {
+                    Incoming::Request(request, _) => request,
                     Incoming::Fatal(msg) => {
                         writer.send(error(msg)).await?;
                         return Ok(());
                     }
                 };
-                match self.dispatch(frame) {
+                let step = match request {
+                    Request::Kv(cmd) => {
+                        let (cmd, n) = self.pipeline(cmd, &mut queue);
+                        Step::Wait(self.submit(cmd, n))
+                    }
+                    other => self.dispatch(other),
+                };
+                match step {
                     Step::Reply(reply) => writer.feed(reply).await?,
                     Step::Nothing => {}
                     Step::ReplyAndClose(reply) => {
                         writer.send(reply).await?;
                         return Ok(());
                     }
-                    Step::Wait(reply) => pending = Some(reply),
+                    Step::Wait(replies) => pending = Some(replies),
                 }
             }
             SinkExt::<BytesFrame>::flush(&mut writer).await?;
@@ -116,9 +147,16 @@ impl Connection {
                 return Ok(());
             }
             tokio::select! {
-                Some(reply) = OptionFuture::from(pending.as_mut()) => {
+                Some(replies) = OptionFuture::from(pending.as_mut()) => {
                     pending = None;
-                    writer.feed(reply).await?;
+                    match replies {
+                        Replies::One(reply) => writer.feed(reply).await?,
+                        Replies::Many(replies) => {
+                            for reply in replies {
+                                writer.feed(reply).await?;
+                            }
+                        }
+                    }
                 }
                 item = reader.next(), if reading && queue.len() < max_pending => {
                     reading = enqueue(item, &mut queue);
@@ -128,25 +166,57 @@ impl Connection {
         }
     }
 
-    fn dispatch(&mut self, frame: BytesFrame) -> Step {
-        match command::parse_request(frame) {
+    fn dispatch(&mut self, request: Request) -> Step {
+        match request {
             Request::Reply(reply) => Step::Reply(reply),
             Request::Ignore => Step::Nothing,
             Request::Quit => Step::ReplyAndClose(command::ok()),
             Request::Session(cmd) => Step::Reply(self.session.answer(cmd)),
-            Request::Kv(cmd) => self.submit(cmd),
+            Request::Kv(cmd) => Step::Wait(self.submit(cmd, 1)),
             Request::Status(view) => Step::Wait(self.status(view)),
         }
     }
 
-    fn submit(&mut self, cmd: KvCommand) -> Step {
+    /// `first` and the key-value commands queued right behind it, up to
+    /// the pipeline limits, as one command, and how many it holds. Anything
+    /// else in the queue ends the run, so replies keep the order the
+    /// requests came in.
+    fn pipeline(&self, first: KvCommand, queue: &mut VecDeque<Incoming>) -> (KvCommand, usize) {
+        let mut commands = Vec::new();
+        let mut bytes = 0;
+        while commands.len() + 1 < self.opts.max_pipeline {
+            match queue.front() {
+                Some(Incoming::Request(Request::Kv(_), size))
+                    if bytes + size <= self.opts.max_pipeline_bytes =>
+                {
+                    bytes += size;
+                    if let Some(Incoming::Request(Request::Kv(cmd), _)) = queue.pop_front() {
+                        commands.push(cmd);
+                    }
+                }
+                _ => break,
+            }
+        }
+        if commands.is_empty() {
+            return (first, 1);
+        }
+        commands.insert(0, first);
+        let n = commands.len();
+        (KvCommand::Pipeline(commands), n)
+    }
+
+    /// Sends `cmd`, which stands for `n` requests (a pipeline if `n > 1`),
+    /// to the replica as one request; the answer is one reply per request.
+    fn submit(&mut self, cmd: KvCommand, n: usize) -> Pending {
+        let fail = move |frame: BytesFrame| Replies::each(n, frame);
         let op = match synod_codec::encode(&cmd) {
             Ok(op) => Bytes::from(op),
             Err(e) => {
-                return Step::Reply(error(format!(
+                let why = error(format!(
                     "ERR cannot encode the command: {}",
                     printable(e.to_string().as_bytes())
-                )))
+                ));
+                return Box::pin(async move { fail(why) });
             }
         };
         let client = self.session.client;
@@ -162,25 +232,31 @@ impl Connection {
             reply,
         });
         let timeout = self.opts.request_timeout;
-        Step::Wait(Box::pin(async move {
+        Box::pin(async move {
             match tokio::time::timeout(timeout, answer).await {
                 Err(_) => {
                     debug!(client = client.0, seq, "request timed out");
-                    error(command::TIMEOUT_ERROR)
+                    fail(error(command::TIMEOUT_ERROR))
                 }
-                Ok(Err(_)) => error("ERR the replica dropped the request"),
+                Ok(Err(_)) => fail(error("ERR the replica dropped the request")),
                 Ok(Ok(ClientReply::Output(out))) => match synod_codec::decode::<KvOutput>(&out) {
-                    Ok(out) => output_frame(out),
-                    Err(e) => error(format!(
+                    Ok(KvOutput::Pipeline(outs)) if n > 1 && outs.len() == n => {
+                        Replies::Many(outs.into_iter().map(output_frame).collect())
+                    }
+                    Ok(out) if n == 1 => Replies::One(output_frame(out)),
+                    Ok(_) => fail(error(
+                        "ERR internal: the reply does not match the pipeline sent",
+                    )),
+                    Err(e) => fail(error(format!(
                         "ERR undecodable reply: {}",
                         printable(e.to_string().as_bytes())
-                    )),
+                    ))),
                 },
                 Ok(Ok(ClientReply::Failed(why))) => {
-                    error(format!("ERR {}", printable(why.as_bytes())))
+                    fail(error(format!("ERR {}", printable(why.as_bytes()))))
                 }
             }
-        }))
+        })
     }
 
     fn status(&self, view: StatusView) -> Pending {
@@ -191,7 +267,7 @@ impl Connection {
                 .await
                 .ok()
                 .and_then(Result::ok);
-            command::status_frame(view, status.as_ref())
+            Replies::One(command::status_frame(view, status.as_ref()))
         })
     }
 }
@@ -203,7 +279,8 @@ fn enqueue(
 ) -> bool {
     match item {
         Some(Ok(frame)) => {
-            queue.push_back(Incoming::Frame(frame));
+            let size = wire_size(&frame);
+            queue.push_back(Incoming::Request(command::parse_request(frame), size));
             true
         }
         // The socket failed or closed mid-frame: nobody to answer.
@@ -218,5 +295,16 @@ fn enqueue(
             false
         }
         None => false,
+    }
+}
+
+/// Bytes of payload a request frame carries, near enough to bound what one
+/// pipeline puts into a single log entry.
+fn wire_size(frame: &BytesFrame) -> usize {
+    match frame {
+        BytesFrame::Array(items) => items.iter().map(wire_size).sum::<usize>() + 4,
+        BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => b.len() + 4,
+        BytesFrame::Error(e) => e.len() + 4,
+        BytesFrame::Integer(_) | BytesFrame::Null => 4,
     }
 }

@@ -44,6 +44,12 @@ pub struct RespOptions {
     /// Requests read ahead and queued per connection while one waits on the
     /// cluster; beyond that the connection stops reading.
     pub max_pending: usize,
+    /// Most key-value commands one pipelined request carries into the log;
+    /// a longer pipeline goes in several.
+    pub max_pipeline: usize,
+    /// Most payload bytes one pipelined request carries: keeps a pipeline
+    /// of large values from growing one log entry without bound.
+    pub max_pipeline_bytes: usize,
 }
 
 impl Default for RespOptions {
@@ -54,6 +60,8 @@ impl Default for RespOptions {
             // plus its batch overhead always encodes.
             max_frame: 16 * 1024 * 1024,
             max_pending: 1024,
+            max_pipeline: 256,
+            max_pipeline_bytes: 512 * 1024,
         }
     }
 }

@@ -28,6 +28,8 @@ const BLACK_HOLE: &[u8] = b"black-hole";
 #[derive(Default)]
 struct Record {
     seqs: BTreeMap<ClientId, Vec<u64>>,
+    /// Commands in each request, in arrival order (more than one: a pipeline).
+    sizes: Vec<usize>,
     outstanding: BTreeSet<ClientId>,
     violations: Vec<String>,
     gone: Vec<ClientId>,
@@ -70,7 +72,24 @@ impl Handler<ClientRequest> for FakeReplica {
             }
         }
         let cmd: KvCommand = synod_codec::decode(&req.op).expect("front end sent a bad op");
-        if matches!(&cmd, KvCommand::Get { key } if key.as_ref() == BLACK_HOLE) {
+        let black_hole =
+            |c: &KvCommand| matches!(c, KvCommand::Get { key } if key.as_ref() == BLACK_HOLE);
+        let size = match &cmd {
+            KvCommand::Pipeline(cmds) => {
+                if cmds.len() < 2 {
+                    let msg = format!("{:?}: a pipeline of {}", req.client, cmds.len());
+                    self.record.lock().unwrap().violations.push(msg);
+                }
+                cmds.len()
+            }
+            _ => 1,
+        };
+        self.record.lock().unwrap().sizes.push(size);
+        let swallowed = match &cmd {
+            KvCommand::Pipeline(cmds) => cmds.iter().any(black_hole),
+            c => black_hole(c),
+        };
+        if swallowed {
             // The client gives up on this one; it no longer counts as outstanding.
             self.record.lock().unwrap().outstanding.remove(&req.client);
             self.black_holed.push(req.reply);
@@ -246,8 +265,147 @@ async fn pipelined_requests_are_answered_in_order() {
     }
     h.record(|r| {
         assert!(r.violations.is_empty(), "{:?}", r.violations);
+        // Every SET and GET reached the replica once, and the requests that
+        // carried them were numbered 1, 2, 3, ... with none skipped.
+        assert_eq!(r.sizes.iter().sum::<usize>(), 80);
         let seqs: Vec<_> = r.seqs.values().collect();
-        assert_eq!(seqs, vec![&(1..=80).collect::<Vec<u64>>()]);
+        assert_eq!(
+            seqs,
+            vec![&(1..=r.sizes.len() as u64).collect::<Vec<u64>>()]
+        );
+    });
+}
+
+/// Waits for one reply per frame sent, in order.
+async fn replies(conn: &mut Framed<TcpStream, Resp2>, n: usize) -> Vec<BytesFrame> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(next(conn).await);
+    }
+    out
+}
+
+/// Sends all of `frames` in one write, as a pipelining client does.
+async fn pipeline(conn: &mut Framed<TcpStream, Resp2>, frames: &[BytesFrame]) {
+    for f in frames {
+        conn.feed(f.clone()).await.unwrap();
+    }
+    SinkExt::<BytesFrame>::flush(conn).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_pipeline_reaches_the_replica_as_few_requests_and_each_command_keeps_its_reply() {
+    let h = start_server(RespOptions::default());
+    let mut c = h.connect().await;
+    assert_eq!(
+        call(&mut c, cmd(&["SET", "word", "abc"])).await,
+        simple("OK")
+    );
+    let mut frames = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..30 {
+        frames.push(cmd(&["INCR", "n"]));
+        want.push(BytesFrame::Integer(i + 1));
+        if i % 10 == 0 {
+            // Fails on its own; the commands around it still apply.
+            frames.push(cmd(&["INCR", "word"]));
+            want.push(BytesFrame::Error(
+                "ERR value is not an integer or out of range".into(),
+            ));
+        }
+    }
+    frames.push(cmd(&["GET", "n"]));
+    want.push(bulk("30"));
+    pipeline(&mut c, &frames).await;
+    assert_eq!(replies(&mut c, want.len()).await, want);
+    h.record(|r| {
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!(r.sizes[0], 1);
+        let piped = &r.sizes[1..];
+        assert_eq!(piped.iter().sum::<usize>(), frames.len());
+        // The first command of a pipeline may go before the rest arrive;
+        // everything read with it goes along as one request.
+        assert!(
+            piped.len() <= 3,
+            "{} commands took {:?}",
+            frames.len(),
+            piped
+        );
+        let seqs: Vec<_> = r.seqs.values().collect();
+        assert_eq!(
+            seqs,
+            vec![&(1..=r.sizes.len() as u64).collect::<Vec<u64>>()]
+        );
+    });
+}
+
+#[actix_rt::test]
+async fn a_pipeline_is_cut_at_the_configured_limits() {
+    let h = start_server(RespOptions {
+        max_pipeline: 4,
+        ..Default::default()
+    });
+    let mut c = h.connect().await;
+    let frames: Vec<_> = (0..40)
+        .map(|i| cmd(&["SET", &format!("k{i}"), "v"]))
+        .collect();
+    pipeline(&mut c, &frames).await;
+    assert_eq!(replies(&mut c, 40).await, vec![simple("OK"); 40]);
+    h.record(|r| {
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!(r.sizes.iter().sum::<usize>(), 40);
+        assert!(r.sizes.iter().all(|&n| n <= 4), "{:?}", r.sizes);
+        assert!(r.sizes.contains(&4), "{:?}", r.sizes);
+    });
+
+    // 3 values of 100 KB fit under a 256 KB cap two at a time at most.
+    let h = start_server(RespOptions {
+        max_pipeline_bytes: 256 * 1024,
+        ..Default::default()
+    });
+    let mut c = h.connect().await;
+    let big = "x".repeat(100_000);
+    let frames: Vec<_> = (0..6)
+        .map(|i| cmd(&["SET", &format!("k{i}"), &big]))
+        .collect();
+    pipeline(&mut c, &frames).await;
+    assert_eq!(replies(&mut c, 6).await, vec![simple("OK"); 6]);
+    h.record(|r| {
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!(r.sizes.iter().sum::<usize>(), 6);
+        // The first of a run is taken as it comes; the cap bounds the
+        // commands that join it.
+        assert!(r.sizes.iter().all(|&n| n <= 3), "{:?}", r.sizes);
+    });
+}
+
+#[actix_rt::test]
+async fn a_timed_out_pipeline_fails_every_command_in_it() {
+    let h = start_server(RespOptions {
+        request_timeout: Duration::from_millis(200),
+        ..Default::default()
+    });
+    let mut c = h.connect().await;
+    assert_eq!(call(&mut c, cmd(&["SET", "a", "1"])).await, simple("OK"));
+    let black_hole = std::str::from_utf8(BLACK_HOLE).unwrap();
+    // The PING ends the run: the two KV commands before it share a request.
+    let frames = [
+        cmd(&["SET", "b", "2"]),
+        cmd(&["GET", black_hole]),
+        cmd(&["PING"]),
+        cmd(&["GET", "a"]),
+    ];
+    pipeline(&mut c, &frames).await;
+    let got = replies(&mut c, 4).await;
+    let timeout = "ERR timeout waiting for the cluster (request may still be applied)";
+    assert_eq!(err_text(got[0].clone()), timeout);
+    assert_eq!(err_text(got[1].clone()), timeout);
+    assert_eq!(got[2], simple("PONG"));
+    assert_eq!(got[3], bulk("1"));
+    h.record(|r| {
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!(r.sizes, vec![1, 2, 1]);
+        assert_eq!(r.seqs.values().collect::<Vec<_>>(), vec![&vec![1, 2, 3]]);
     });
 }
 
@@ -274,8 +432,10 @@ async fn each_connection_counts_seqs_from_one_with_one_request_in_flight() {
     h.record(|r| {
         assert!(r.violations.is_empty(), "{:?}", r.violations);
         assert_eq!(r.seqs.len(), 3, "each connection has its own client id");
+        assert_eq!(r.sizes.iter().sum::<usize>(), 60);
         for seqs in r.seqs.values() {
-            assert_eq!(seqs, &(1..=20).collect::<Vec<u64>>());
+            let n = seqs.len() as u64;
+            assert_eq!(seqs, &(1..=n).collect::<Vec<u64>>());
         }
     });
 
