@@ -31,6 +31,70 @@ fn set_through_one_node_get_through_another() -> Result<()> {
     Ok(())
 }
 
+/// A stock client's pipeline through a follower: every command answered in
+/// order, every replica applies all of it, and it fills a handful of log
+/// slots, not one per command.
+#[test]
+fn a_pipeline_is_answered_in_order_and_takes_few_slots() -> Result<()> {
+    let c = start("local-3.toml")?;
+    let slot = |id: &str| -> Result<u64> { Ok(c.status(id)?["applied"].parse()?) };
+    let before = slot("n2")?;
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET").arg("p").arg("0");
+    for _ in 0..100 {
+        pipe.cmd("INCR").arg("p");
+    }
+    pipe.cmd("GET")
+        .arg("p")
+        .cmd("DEL")
+        .arg("p")
+        .cmd("GET")
+        .arg("p");
+    let (set, incrs, got, deleted, gone): (String, Vec<i64>, String, i64, Option<String>) = {
+        let mut n2 = c.client("n2")?;
+        let replies: Vec<redis::Value> = pipe.query(&mut n2)?;
+        let mut it = replies.into_iter();
+        let set = redis::from_redis_value(&it.next().unwrap_or(redis::Value::Nil))?;
+        let incrs = it
+            .by_ref()
+            .take(100)
+            .map(|v| redis::from_redis_value(&v))
+            .collect::<Result<_, _>>()?;
+        let rest: Vec<redis::Value> = it.collect();
+        let [got, deleted, gone] = rest.as_slice() else {
+            bail!("{} replies after the INCRs, not 3", rest.len());
+        };
+        (
+            set,
+            incrs,
+            redis::from_redis_value(got)?,
+            redis::from_redis_value(deleted)?,
+            redis::from_redis_value(gone)?,
+        )
+    };
+    assert_eq!(set, "OK");
+    assert_eq!(incrs, (1..=100).collect::<Vec<i64>>());
+    assert_eq!((got.as_str(), deleted, gone), ("100", 1, None));
+    let used = slot("n2")? - before;
+    assert!(used <= 10, "a pipeline of 104 commands took {used} slots");
+    c.set("n2", "marker", "1")?;
+    Cluster::eventually(Duration::from_secs(10), || {
+        let digests: Vec<_> = c
+            .replicas()
+            .iter()
+            .map(|id| {
+                c.status(id)
+                    .map(|s| (s["applied"].clone(), s["digest"].clone()))
+            })
+            .collect::<Result<_>>()?;
+        if digests.windows(2).all(|w| w[0] == w[1]) {
+            Ok(())
+        } else {
+            bail!("replicas differ: {digests:?}")
+        }
+    })
+}
+
 /// Kills the leader's process with SIGKILL while writes are acknowledged,
 /// then checks failover time, that no acknowledged write is lost, and that
 /// the restarted node catches up.
