@@ -77,6 +77,39 @@ fn a_pipeline_is_answered_in_order_and_takes_few_slots() -> Result<()> {
     assert_eq!((got.as_str(), deleted, gone), ("100", 1, None));
     let used = slot("n2")? - before;
     assert!(used <= 10, "a pipeline of 104 commands took {used} slots");
+
+    // Reads only: the whole pipeline takes the read-index path, no slot.
+    c.set("n1", "r", "v")?;
+    // n3 may apply that SET a moment after n1 acknowledged it.
+    let before = Cluster::eventually(Duration::from_secs(10), || {
+        let (n1, n3) = (slot("n1")?, slot("n3")?);
+        if n1 == n3 {
+            Ok(n3)
+        } else {
+            bail!("n3 at slot {n3}, n1 at {n1}")
+        }
+    })?;
+    let mut reads = redis::pipe();
+    for _ in 0..50 {
+        reads.cmd("GET").arg("r").cmd("EXISTS").arg("r").arg("nope");
+    }
+    let mut n3 = c.client("n3")?;
+    let answers: Vec<(String, i64)> = reads
+        .query::<Vec<redis::Value>>(&mut n3)?
+        .chunks(2)
+        .map(|p| {
+            Ok((
+                redis::from_redis_value(&p[0])?,
+                redis::from_redis_value(&p[1])?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    assert_eq!(answers, vec![("v".to_string(), 1); 50]);
+    assert_eq!(
+        slot("n3")?,
+        before,
+        "a pipeline of reads went through the log"
+    );
     c.set("n2", "marker", "1")?;
     Cluster::eventually(Duration::from_secs(10), || {
         let digests: Vec<_> = c
