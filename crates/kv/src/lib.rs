@@ -79,7 +79,76 @@ pub enum KvCommand {
     ///
     /// Added last so the encoding of every older variant, and so every log
     /// and snapshot written before it, is unchanged.
-    Pipeline(Vec<KvCommand>),
+    ///
+    /// Decoding refuses a pipeline inside a pipeline: these bytes come from
+    /// peers and from disk, and decoding a nested one would recurse, so a
+    /// deep enough nesting would overflow the stack.
+    Pipeline(#[serde(deserialize_with = "flat_commands")] Vec<KvCommand>),
+}
+
+/// [`KvCommand`] without `Pipeline`, variant for variant in the same order,
+/// so it decodes exactly the bytes of a non-pipeline command and nothing
+/// deeper.
+#[derive(Deserialize)]
+enum FlatCommand {
+    Cas {
+        key: Bytes,
+        expected: Option<Bytes>,
+        new: Bytes,
+    },
+    Incr {
+        key: Bytes,
+        by: i64,
+    },
+    Get {
+        key: Bytes,
+    },
+    Set {
+        key: Bytes,
+        value: Bytes,
+        cond: SetCond,
+        get_old: bool,
+    },
+    Del {
+        keys: Vec<Bytes>,
+    },
+    Exists {
+        keys: Vec<Bytes>,
+    },
+    MGet {
+        keys: Vec<Bytes>,
+    },
+    DbSize,
+}
+
+impl From<FlatCommand> for KvCommand {
+    fn from(c: FlatCommand) -> Self {
+        match c {
+            FlatCommand::Cas { key, expected, new } => KvCommand::Cas { key, expected, new },
+            FlatCommand::Incr { key, by } => KvCommand::Incr { key, by },
+            FlatCommand::Get { key } => KvCommand::Get { key },
+            FlatCommand::Set {
+                key,
+                value,
+                cond,
+                get_old,
+            } => KvCommand::Set {
+                key,
+                value,
+                cond,
+                get_old,
+            },
+            FlatCommand::Del { keys } => KvCommand::Del { keys },
+            FlatCommand::Exists { keys } => KvCommand::Exists { keys },
+            FlatCommand::MGet { keys } => KvCommand::MGet { keys },
+            FlatCommand::DbSize => KvCommand::DbSize,
+        }
+    }
+}
+
+fn flat_commands<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<KvCommand>, D::Error> {
+    let flat: Vec<FlatCommand> = Vec::deserialize(d)?;
+    Ok(flat.into_iter().map(KvCommand::from).collect())
 }
 
 /// What applying a [`KvCommand`] answers. Each variant maps onto exactly one
@@ -96,8 +165,35 @@ pub enum KvOutput {
     /// of a value that is not an integer; the state did not change.
     Error(String),
     /// The outputs of a [`KvCommand::Pipeline`], in its order. A front end
-    /// answers each as its own reply.
-    Pipeline(Vec<KvOutput>),
+    /// answers each as its own reply. Decoding refuses nesting, as for
+    /// [`KvCommand::Pipeline`] (replies travel inside peers' snapshots).
+    Pipeline(#[serde(deserialize_with = "flat_outputs")] Vec<KvOutput>),
+}
+
+/// [`KvOutput`] without `Pipeline`, in the same order: see [`FlatCommand`].
+#[derive(Deserialize)]
+enum FlatOutput {
+    Ok,
+    Nil,
+    Value(Bytes),
+    Int(i64),
+    Values(Vec<Option<Bytes>>),
+    Error(String),
+}
+
+fn flat_outputs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<KvOutput>, D::Error> {
+    let flat: Vec<FlatOutput> = Vec::deserialize(d)?;
+    Ok(flat
+        .into_iter()
+        .map(|o| match o {
+            FlatOutput::Ok => KvOutput::Ok,
+            FlatOutput::Nil => KvOutput::Nil,
+            FlatOutput::Value(v) => KvOutput::Value(v),
+            FlatOutput::Int(n) => KvOutput::Int(n),
+            FlatOutput::Values(vs) => KvOutput::Values(vs),
+            FlatOutput::Error(e) => KvOutput::Error(e),
+        })
+        .collect())
 }
 
 impl KvOutput {
@@ -509,6 +605,27 @@ mod tests {
         let reads = KvCommand::Pipeline(vec![get("a"), KvCommand::Pipeline(vec![])]);
         assert!(!s.is_read_only(&reads));
         assert_eq!(s.query(&reads), None);
+    }
+
+    /// A nested pipeline comes only from a faulty peer or a damaged log:
+    /// decoding refuses it at any depth instead of recursing into it.
+    #[test]
+    fn a_nested_pipeline_does_not_decode_however_deep() {
+        let nested = KvCommand::Pipeline(vec![KvCommand::Pipeline(vec![get("a")])]);
+        let wire = synod_codec::encode(&nested).unwrap();
+        assert!(synod_codec::decode::<KvCommand>(&wire).is_err());
+        let mut deep = [8u8, 1].repeat(200_000);
+        deep.push(7);
+        assert!(synod_codec::decode::<KvCommand>(&deep).is_err());
+        let flat = KvCommand::Pipeline(vec![get("a"), KvCommand::DbSize]);
+        let wire = synod_codec::encode(&flat).unwrap();
+        assert_eq!(synod_codec::decode::<KvCommand>(&wire).unwrap(), flat);
+        let mut deep_out = [6u8, 1].repeat(200_000);
+        deep_out.push(0);
+        assert!(synod_codec::decode::<KvOutput>(&deep_out).is_err());
+        let outs = KvOutput::Pipeline(vec![KvOutput::Int(1), KvOutput::Error("e".into())]);
+        let wire = synod_codec::encode(&outs).unwrap();
+        assert_eq!(synod_codec::decode::<KvOutput>(&wire).unwrap(), outs);
     }
 
     /// Logs and snapshots written before `Pipeline` existed must decode the
