@@ -22,7 +22,7 @@ die() { echo "cost-per-op.sh: $*" >&2; exit 1; }
 
 systems="synod-local3 redis"
 clients="64 128"
-workload=set
+workload="set"
 rounds=1
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -39,7 +39,7 @@ for c in $clients; do [[ "$c" =~ ^[1-9][0-9]*$ ]] || die "--clients: not a posit
 for s in $systems; do
     case "$s" in synod-local3|redis) ;; *) die "unknown system: $s (synod-local3 redis)" ;; esac
 done
-[ -r /proc/stat ] && [ -r /proc/net/snmp ] || die "needs Linux /proc counters"
+if ! [ -r /proc/stat ] || ! [ -r /proc/net/snmp ]; then die "needs Linux /proc counters"; fi
 
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 case "$target_dir" in /*) ;; *) target_dir=$root/$target_dir ;; esac
@@ -78,8 +78,8 @@ start() { # SYSTEM -> prints the load generator's target
         redis)
             redis-server --port 16379 --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
             redis_pid=$!
-            local i
-            for i in $(seq 50); do redis-cli -p 16379 PING 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+            local _
+            for _ in $(seq 50); do redis-cli -p 16379 PING 2>/dev/null | grep -q PONG && break; sleep 0.1; done
             echo 127.0.0.1:16379 ;;
     esac
 }
@@ -105,7 +105,7 @@ measure() { # SYSTEM CLIENTS
     ops=$(grep -oE '[0-9]+ ops/s' "$out" | head -1 | cut -d' ' -f1)
     p99=$(grep -oE 'p99 [0-9.]+' "$out" | head -1 | cut -d' ' -f2)
     rm -f "$out"
-    [ -n "$ops" ] && [ "$ops" -gt 0 ] || die "no throughput figure from the load generator on $1"
+    if [ -z "$ops" ] || [ "$ops" -eq 0 ]; then die "no throughput figure from the load generator on $1"; fi
     paste <(echo "$s0" | tr -s ' ' '\n' | tail -n +2) <(echo "$s1" | tr -s ' ' '\n' | tail -n +2) \
         | awk -v sys="$1" -v c="$2" -v ops="$ops" -v p99="$p99" -v segs=$((g1 - g0)) -v cs=$((c1 - c0)) \
             -v cpus="$(nproc)" '
@@ -120,7 +120,7 @@ measure() { # SYSTEM CLIENTS
 
 echo "| system | clients | ops/s | p99 ms | machine busy | CPU µs/op | TCP segs/op | ctx switches/op | user / sys / softirq % |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-for r in $(seq "$rounds"); do
+for _ in $(seq "$rounds"); do
     for c in $clients; do
         for s in $systems; do measure "$s" "$c"; done
     done
