@@ -175,8 +175,13 @@ run_system() {
 
 # ---- Synod through cluster.sh, fresh data
 synod_bench() { # LABEL CONFIG
-    local label=$1 cfg=$2 name addrs ports
-    name=$(basename "$cfg" .toml)
+    local label=$1 cfg name addrs ports
+    # A copy under its own name, so cluster.sh keeps the benchmark's pids,
+    # logs and data in run/bench-<config>/, apart from a cluster the user
+    # started from the same config (whose data must survive a benchmark).
+    name=bench-$(basename "$2" .toml)
+    cfg=run/$name.toml
+    cp "$2" "$cfg"
     addrs=$("$SYNOD_BIN" check-config --config "$cfg" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^client=/) { sub("client=", "", $i); print $i } }' | paste -sd, -)
     [ -n "$addrs" ] || die "$cfg has no client addresses"
     ports=$("$SYNOD_BIN" check-config --config "$cfg" | grep -o '127\.0\.0\.1:[0-9]*' | sed 's/.*://' | sort -u)
@@ -184,7 +189,7 @@ synod_bench() { # LABEL CONFIG
     # shellcheck disable=SC2086
     require_free $ports
     rm -rf "run/$name"
-    echo "== $label: $cfg, fresh data in run/$name, clients on $addrs"
+    echo "== $label: $2, fresh data in run/$name, clients on $addrs"
     synod_up=("$cfg")
     scripts/cluster.sh up "$cfg" >"$logs/$label-up.log" 2>&1 || { cat "$logs/$label-up.log" >&2; die "$label did not start"; }
     run_system "$label" "resp://$addrs"

@@ -86,9 +86,18 @@ resp() {
     printf '%s' "$out"
 }
 
+# Addresses (host:port) a node listens on: its peer and client addresses.
+listen_addrs_of() { topology | awk -v id="$1" '$1 == id { for (i = 2; i <= NF; i++) if ($i ~ /^(peer|client)=/) { sub(/^[a-z]+=/, "", $i); print $i } }'; }
+addr_in_use() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+
 start_node() {
-    local id=$1
+    local id=$1 addr
     if pid_of "$id" >/dev/null; then echo "$id already running (pid $(pid_of "$id"))"; return; fi
+    # Another process on our ports (say, a cluster from another checkout)
+    # would answer in this node's place and hide that it never started.
+    for addr in $(listen_addrs_of "$id"); do
+        addr_in_use "$addr" && die "$addr (node $id) is already in use by another process; stop it first"
+    done
     SYNOD_DATA_ROOT="$rundir/data" RUST_LOG=${RUST_LOG:-info} \
         nohup "$bin" node --config "$config" --id "$id" >>"$rundir/logs/$id.log" 2>&1 &
     echo $! >"$rundir/pids/$id.pid"
@@ -123,6 +132,9 @@ up)
     echo "$config" >run/current-config
     for id in $(node_ids); do start_node "$id"; done
     wait_leader
+    for id in $(node_ids); do
+        pid_of "$id" >/dev/null || { tail -5 "$rundir/logs/$id.log" >&2; die "$id exited after starting; see run/$name/logs/$id.log"; }
+    done
     echo "clients:"
     for id in $(node_ids); do
         addr=$(client_of "$id")

@@ -9,7 +9,7 @@
 #                          [--workload set|get] [--rounds N]
 #
 # synod-local3 is configs/local-3.toml through scripts/cluster.sh with fresh
-# data; redis is one redis-server on 127.0.0.1:16379 without persistence (as
+# data (under run/cost-local-3/); redis is one redis-server on 127.0.0.1:16379 without persistence (as
 # in scripts/bench.sh). Rounds alternate the systems, since this machine is
 # shared and noisy. Each run: 256-byte values, 10,000 keys, 10 s (1 s warmup),
 # counters sampled over 5 s in the middle, load generator at nice -5 when
@@ -46,7 +46,12 @@ case "$target_dir" in /*) ;; *) target_dir=$root/$target_dir ;; esac
 export SYNOD_BIN=$target_dir/release/synod
 export RUST_LOG=${RUST_LOG:-warn}
 loadgen=$target_dir/release/synod-loadgen
-cfg=configs/local-3.toml
+# A copy under its own name: cluster.sh then keeps this script's pids, logs
+# and data in run/cost-local-3/, apart from a cluster the user started from
+# configs/local-3.toml (cluster.sh refuses ports another process holds).
+cfg=run/cost-local-3.toml
+mkdir -p run
+cp configs/local-3.toml "$cfg"
 nice_level=0
 [ "$(id -u)" = 0 ] && nice_level=-5
 
@@ -66,21 +71,25 @@ cargo build -q --release -p synod-node --bin synod
 cargo build -q --release -p synod-loadgen
 if [[ " $systems " == *" redis "* ]]; then command -v redis-server >/dev/null || die "redis-server is not installed (scripts/bench.sh installs it)"; fi
 
-start() { # SYSTEM -> prints the load generator's target
+# start SYSTEM: sets `target` to the load generator's target. Not called in a
+# command substitution: the subshell would keep the pids cleanup needs.
+target=""
+start() {
     case "$1" in
         synod-local3)
             scripts/cluster.sh down "$cfg" >/dev/null 2>&1 || true
             rm -rf "run/$(basename "$cfg" .toml)"
             synod_running=1
-            scripts/cluster.sh up "$cfg" >/dev/null 2>&1 || die "the cluster did not start (scripts/cluster.sh up $cfg)"
-            "$SYNOD_BIN" check-config --config "$cfg" \
-                | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^client=/) { sub("client=", "", $i); print $i } }' | paste -sd, - ;;
+            scripts/cluster.sh up "$cfg" >/dev/null || die "the cluster did not start (scripts/cluster.sh up $cfg)"
+            target=$("$SYNOD_BIN" check-config --config "$cfg" \
+                | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^client=/) { sub("client=", "", $i); print $i } }' | paste -sd, -) ;;
         redis)
+            ! redis-cli -p 16379 PING >/dev/null 2>&1 || die "something already answers on 127.0.0.1:16379"
             redis-server --port 16379 --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
             redis_pid=$!
             local _
             for _ in $(seq 50); do redis-cli -p 16379 PING 2>/dev/null | grep -q PONG && break; sleep 0.1; done
-            echo 127.0.0.1:16379 ;;
+            target=127.0.0.1:16379 ;;
     esac
 }
 
@@ -88,8 +97,8 @@ segs() { awk '/^Tcp:/ && $2 ~ /^[0-9]/ { print $12 }' /proc/net/snmp; }   # OutS
 switches() { awk '/^ctxt/ { print $2 }' /proc/stat; }
 
 measure() { # SYSTEM CLIENTS
-    local target out lp s0 s1 g0 g1 c0 c1 ops p99
-    target=$(start "$1")
+    local out lp s0 s1 g0 g1 c0 c1 ops p99
+    start "$1"
     out=$(mktemp)
     local args=(--target "resp://$target" --clients "$2" --workload "$workload" --keys 10000 --value-size 256
         --duration 10 --warmup 1)
