@@ -9,8 +9,9 @@
 #   scripts/bench.sh --smoke
 #
 # Systems, one at a time, each started fresh and stopped afterwards:
-#   synod-local3  configs/local-3.toml via scripts/cluster.sh (data wiped first)
-#   synod-split   configs/split-roles.toml via scripts/cluster.sh (data wiped first)
+#   synod-local3  configs/local-3.toml via scripts/cluster.sh, from a copy under run/
+#                 (pids, logs, data in run/bench-local-3/, wiped first)
+#   synod-split   configs/split-roles.toml the same way (run/bench-split-roles/)
 #   etcd          3 members from Debian's etcd-server on 127.0.0.1:{1,2,3}2379
 #                 (peers :{1,2,3}2380), data under run/bench/etcd-*, default fsync
 #   redis         one redis-server on 127.0.0.1:16379, no persistence
