@@ -23,7 +23,8 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 /// A GET of this key is never answered, to exercise the timeout.
-const BLACK_HOLE: &[u8] = b"black-hole";
+const BLACK_HOLE_KEY: &str = "black-hole";
+const BLACK_HOLE: &[u8] = BLACK_HOLE_KEY.as_bytes();
 
 #[derive(Default)]
 struct Record {
@@ -379,19 +380,25 @@ async fn a_pipeline_is_cut_at_the_configured_limits() {
     });
 }
 
-#[actix_rt::test]
-async fn a_timed_out_pipeline_fails_every_command_in_it() {
+/// A server whose requests time out after 200 ms, and a connection on which
+/// `SET a 1` has been answered (so the next request takes seq 2).
+async fn timing_out_server_after_set_a() -> (Harness, Framed<TcpStream, Resp2>) {
     let h = start_server(RespOptions {
         request_timeout: Duration::from_millis(200),
         ..Default::default()
     });
     let mut c = h.connect().await;
     assert_eq!(call(&mut c, cmd(&["SET", "a", "1"])).await, simple("OK"));
-    let black_hole = std::str::from_utf8(BLACK_HOLE).unwrap();
+    (h, c)
+}
+
+#[actix_rt::test]
+async fn a_timed_out_pipeline_fails_every_command_in_it() {
+    let (h, mut c) = timing_out_server_after_set_a().await;
     // The PING ends the run: the two KV commands before it share a request.
     let frames = [
         cmd(&["SET", "b", "2"]),
-        cmd(&["GET", black_hole]),
+        cmd(&["GET", BLACK_HOLE_KEY]),
         cmd(&["PING"]),
         cmd(&["GET", "a"]),
     ];
@@ -575,15 +582,9 @@ async fn synod_status_reports_the_replica() {
 
 #[actix_rt::test]
 async fn timeout_answers_an_error_and_the_next_request_takes_the_next_seq() {
-    let h = start_server(RespOptions {
-        request_timeout: Duration::from_millis(200),
-        ..Default::default()
-    });
-    let mut c = h.connect().await;
-    assert_eq!(call(&mut c, cmd(&["SET", "a", "1"])).await, simple("OK"));
-    let black_hole = std::str::from_utf8(BLACK_HOLE).unwrap();
+    let (h, mut c) = timing_out_server_after_set_a().await;
     assert_eq!(
-        err_text(call(&mut c, cmd(&["GET", black_hole])).await),
+        err_text(call(&mut c, cmd(&["GET", BLACK_HOLE_KEY])).await),
         "ERR timeout waiting for the cluster (request may still be applied)"
     );
     assert_eq!(call(&mut c, cmd(&["GET", "a"])).await, bulk("1"));
