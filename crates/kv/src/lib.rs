@@ -83,72 +83,29 @@ pub enum KvCommand {
     /// Decoding refuses a pipeline inside a pipeline: these bytes come from
     /// peers and from disk, and decoding a nested one would recurse, so a
     /// deep enough nesting would overflow the stack.
-    Pipeline(#[serde(deserialize_with = "flat_commands")] Vec<KvCommand>),
+    Pipeline(#[serde(deserialize_with = "flat")] Vec<KvCommand>),
 }
 
-/// [`KvCommand`] without `Pipeline`, variant for variant in the same order,
-/// so it decodes exactly the bytes of a non-pipeline command and nothing
-/// deeper.
-#[derive(Deserialize)]
-enum FlatCommand {
-    Cas {
-        key: Bytes,
-        expected: Option<Bytes>,
-        new: Bytes,
-    },
-    Incr {
-        key: Bytes,
-        by: i64,
-    },
-    Get {
-        key: Bytes,
-    },
-    Set {
-        key: Bytes,
-        value: Bytes,
-        cond: SetCond,
-        get_old: bool,
-    },
-    Del {
-        keys: Vec<Bytes>,
-    },
-    Exists {
-        keys: Vec<Bytes>,
-    },
-    MGet {
-        keys: Vec<Bytes>,
-    },
-    DbSize,
+thread_local! {
+    /// Set while this thread decodes the elements of a pipeline.
+    static IN_PIPELINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-impl From<FlatCommand> for KvCommand {
-    fn from(c: FlatCommand) -> Self {
-        match c {
-            FlatCommand::Cas { key, expected, new } => KvCommand::Cas { key, expected, new },
-            FlatCommand::Incr { key, by } => KvCommand::Incr { key, by },
-            FlatCommand::Get { key } => KvCommand::Get { key },
-            FlatCommand::Set {
-                key,
-                value,
-                cond,
-                get_old,
-            } => KvCommand::Set {
-                key,
-                value,
-                cond,
-                get_old,
-            },
-            FlatCommand::Del { keys } => KvCommand::Del { keys },
-            FlatCommand::Exists { keys } => KvCommand::Exists { keys },
-            FlatCommand::MGet { keys } => KvCommand::MGet { keys },
-            FlatCommand::DbSize => KvCommand::DbSize,
+/// Decodes a pipeline's elements, refusing a pipeline among them: the
+/// nested one's own `deserialize_with` finds the flag set and fails at once,
+/// so decoding never goes deeper than one level whatever the bytes say.
+fn flat<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_PIPELINE.with(|f| f.set(false));
         }
     }
-}
-
-fn flat_commands<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<KvCommand>, D::Error> {
-    let flat: Vec<FlatCommand> = Vec::deserialize(d)?;
-    Ok(flat.into_iter().map(KvCommand::from).collect())
+    if IN_PIPELINE.with(|f| f.replace(true)) {
+        return Err(serde::de::Error::custom("a pipeline inside a pipeline"));
+    }
+    let _reset = Reset;
+    Vec::deserialize(d)
 }
 
 /// What applying a [`KvCommand`] answers. Each variant maps onto exactly one
@@ -167,33 +124,7 @@ pub enum KvOutput {
     /// The outputs of a [`KvCommand::Pipeline`], in its order. A front end
     /// answers each as its own reply. Decoding refuses nesting, as for
     /// [`KvCommand::Pipeline`] (replies travel inside peers' snapshots).
-    Pipeline(#[serde(deserialize_with = "flat_outputs")] Vec<KvOutput>),
-}
-
-/// [`KvOutput`] without `Pipeline`, in the same order: see [`FlatCommand`].
-#[derive(Deserialize)]
-enum FlatOutput {
-    Ok,
-    Nil,
-    Value(Bytes),
-    Int(i64),
-    Values(Vec<Option<Bytes>>),
-    Error(String),
-}
-
-fn flat_outputs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<KvOutput>, D::Error> {
-    let flat: Vec<FlatOutput> = Vec::deserialize(d)?;
-    Ok(flat
-        .into_iter()
-        .map(|o| match o {
-            FlatOutput::Ok => KvOutput::Ok,
-            FlatOutput::Nil => KvOutput::Nil,
-            FlatOutput::Value(v) => KvOutput::Value(v),
-            FlatOutput::Int(n) => KvOutput::Int(n),
-            FlatOutput::Values(vs) => KvOutput::Values(vs),
-            FlatOutput::Error(e) => KvOutput::Error(e),
-        })
-        .collect())
+    Pipeline(#[serde(deserialize_with = "flat")] Vec<KvOutput>),
 }
 
 impl KvOutput {
