@@ -181,9 +181,11 @@ impl Acceptor {
                 out
             }
             AcceptorMsg::PreVote { ballot } => self.handle_pre_vote(from, ballot),
-            AcceptorMsg::Fetch { from_slot, to_slot } => {
-                self.handle_fetch(from, from_slot, to_slot)
-            }
+            AcceptorMsg::Fetch {
+                from_slot,
+                to_slot,
+                round,
+            } => self.handle_fetch(from, from_slot, to_slot, round),
             AcceptorMsg::Compact { below } => self.handle_compact(below),
             AcceptorMsg::Confirm { ballot, round } => self.handle_confirm(from, ballot, round),
         };
@@ -222,7 +224,7 @@ impl Acceptor {
         }
     }
 
-    fn handle_fetch(&mut self, from: NodeId, from_slot: Slot, to_slot: Slot) -> Output {
+    fn handle_fetch(&mut self, from: NodeId, from_slot: Slot, to_slot: Slot, round: u64) -> Output {
         let entries = self
             .state
             .accepted
@@ -241,6 +243,7 @@ impl Acceptor {
                 Message::Learner(LearnerMsg::Fetched {
                     from_slot,
                     to_slot,
+                    round,
                     entries,
                     compacted_below: self.state.compacted_below,
                 }),
@@ -604,6 +607,7 @@ mod tests {
             AcceptorMsg::Fetch {
                 from_slot: 2,
                 to_slot: 9,
+                round: 77,
             },
         );
         assert!(out.persist.is_empty());
@@ -614,6 +618,7 @@ mod tests {
                 Message::Learner(LearnerMsg::Fetched {
                     from_slot: 2,
                     to_slot: 9,
+                    round: 77,
                     entries: vec![PromiseEntry {
                         slot: 4,
                         ballot: b(1, "p1"),

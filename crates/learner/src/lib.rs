@@ -21,16 +21,34 @@
 //! The answers decide a slot in two ways:
 //!
 //! - as ordinary votes: a majority in one ballot means chosen;
-//! - for a slot the leader reported chosen (below its `first_unchosen`):
-//!   once a majority of acceptors answered this fetch, the value with the
-//!   highest ballot among their answers is the chosen one. Why: if `v` was
-//!   chosen in ballot `b` by a majority `Q`, every answering majority meets
-//!   `Q`, an acceptor in both answered after the choice with a ballot
-//!   `≥ b`, and every proposal in a ballot `≥ b` carries `v`. This rule is
-//!   *only* sound for slots known to be chosen and for answers given after
-//!   that was known — a majority holding one value in different ballots is
-//!   not in general chosen — which is why it only looks at a fresh `Fetch`
-//!   round for slots below the leader's reported progress.
+//! - for a slot the leader had reported chosen (below its `first_unchosen`)
+//!   *before this fetch round was sent*: once a majority of acceptors
+//!   answered the round, the value with the highest ballot among their
+//!   answers is the chosen one. Why: if `v` was chosen in ballot `b` by a
+//!   majority `Q`, every answering majority meets `Q`, an acceptor in both
+//!   answered after the choice with a ballot `≥ b`, and every proposal in
+//!   a ballot `≥ b` carries `v`.
+//!
+//! That rule is *only* sound for answers given after the choice — a
+//! majority holding one value in different ballots is not in general
+//! chosen — so both halves of "after" are enforced:
+//!
+//! - each round has its own id, echoed in `Fetched`, and only answers
+//!   carrying the current id count towards it. Rounds repeat the same slot
+//!   range, so without the id a late answer to an earlier round (given
+//!   before the choice) would be taken for a fresh one;
+//! - the rule covers only slots below `first_unchosen` as it stood when the
+//!   round was sent, not as it stands when the answers are in: a slot the
+//!   leader reports chosen while the round is out may have been chosen
+//!   after some acceptors answered.
+//!
+//! The simulator found the schedule that needs both (seed 9165100): an
+//! acceptor's answer to an earlier round arrived late, holding the ballot-1
+//! value of a slot that ballot 2 went on to choose with another value.
+//!
+//! Round ids start from a base the shell passes in (a fresh one per start),
+//! so a late answer addressed to an earlier life of this learner cannot
+//! match a round of this one.
 
 #[cfg(feature = "actor")]
 pub mod actor;
@@ -56,8 +74,12 @@ type Holdings = BTreeMap<Slot, (Ballot, Value)>;
 
 /// One round of asking the acceptors for a slot range.
 struct Repair {
+    round: u64,
     from_slot: Slot,
     to_slot: Slot,
+    /// The leader had reported every slot below this chosen when the round
+    /// was sent, so every answer to it was given after those choices.
+    chosen_below: Slot,
     /// Per acceptor: its compaction mark and what it holds in the range.
     answers: BTreeMap<NodeId, (Slot, Holdings)>,
 }
@@ -82,6 +104,8 @@ pub struct Learner {
     committed: Slot,
     /// The fetch round in progress: its range and who answered what.
     repair: Option<Repair>,
+    /// Id of the next fetch round.
+    next_round: u64,
     /// Slots below this were dropped on the leader's `Compact`.
     compacted_below: Slot,
     /// `(first_unlearned, since)`: how long the prefix has not moved.
@@ -92,7 +116,10 @@ pub struct Learner {
 }
 
 impl Learner {
-    pub fn new(me: NodeId, topology: &Topology) -> Self {
+    /// `round_base` must differ from every id an earlier run of this
+    /// learner may have used (the node passes its start time in
+    /// nanoseconds; a learner issues at most one round per tick).
+    pub fn new(me: NodeId, topology: &Topology, round_base: u64) -> Self {
         let homed_here = |nodes: &[NodeId]| -> Vec<NodeId> {
             nodes
                 .iter()
@@ -114,6 +141,7 @@ impl Learner {
             known_end: 0,
             committed: 0,
             repair: None,
+            next_round: round_base,
             compacted_below: 0,
             stalled: None,
             repair_ticks: 10,
@@ -139,9 +167,13 @@ impl Learner {
                 if self.now - since >= self.repair_ticks {
                     self.stalled = Some((slot, self.now));
                     let to_slot = self.known_end.min(slot + self.fetch_window);
+                    let round = self.next_round;
+                    self.next_round = self.next_round.wrapping_add(1);
                     self.repair = Some(Repair {
+                        round,
                         from_slot: slot,
                         to_slot,
+                        chosen_below: self.committed,
                         answers: BTreeMap::new(),
                     });
                     for a in &self.acceptors {
@@ -150,6 +182,7 @@ impl Learner {
                             Message::Acceptor(AcceptorMsg::Fetch {
                                 from_slot: slot,
                                 to_slot,
+                                round,
                             }),
                         ));
                     }
@@ -185,9 +218,10 @@ impl Learner {
             LearnerMsg::Fetched {
                 from_slot,
                 to_slot,
+                round,
                 entries,
                 compacted_below,
-            } => self.handle_fetched(from, (from_slot, to_slot), entries, compacted_below),
+            } => self.handle_fetched(from, (from_slot, to_slot), round, entries, compacted_below),
             LearnerMsg::Compact { below } => {
                 self.handle_compact(below);
                 Output::default()
@@ -304,6 +338,7 @@ impl Learner {
         &mut self,
         from: NodeId,
         range: (Slot, Slot),
+        round: u64,
         entries: Vec<PromiseEntry>,
         compacted_below: Slot,
     ) -> Output {
@@ -312,7 +347,8 @@ impl Learner {
             return out;
         }
         // An acceptor only compacts on the leader's word, so its mark is
-        // as good as a `Compact` from the leader.
+        // as good as a `Compact` from the leader. Votes are facts whenever
+        // they were given, so a late answer still counts as votes.
         self.handle_compact(compacted_below);
         for e in &entries {
             self.count_vote(
@@ -326,7 +362,7 @@ impl Learner {
         let Some(r) = self
             .repair
             .as_mut()
-            .filter(|r| (r.from_slot, r.to_slot) == range)
+            .filter(|r| r.round == round && (r.from_slot, r.to_slot) == range)
         else {
             return out;
         };
@@ -342,7 +378,7 @@ impl Learner {
             return out;
         };
         let quorum = majority(self.acceptors.len());
-        for slot in r.from_slot..r.to_slot.min(self.committed) {
+        for slot in r.from_slot..r.to_slot.min(r.chosen_below) {
             if slot < self.first_unlearned || self.chosen.contains_key(&slot) {
                 continue;
             }
@@ -458,6 +494,7 @@ mod tests {
                 proposers: vec![n("p1")],
                 learners: vec![n("l1")],
             },
+            0,
         )
     }
     fn accepted(l: &mut Learner, from: &str, ballot: Ballot, slot: Slot, value: Value) -> Output {
@@ -542,7 +579,7 @@ mod tests {
             proposers: vec![n("n1"), n("p9")],
             learners: vec![n("n1"), n("n2")],
         };
-        let mut l = Learner::new(n("n1"), &topology);
+        let mut l = Learner::new(n("n1"), &topology, 0);
         for a in ["n1", "n2"] {
             accepted(&mut l, a, b(1), 0, Value::Noop);
         }
@@ -553,7 +590,7 @@ mod tests {
             .map(|(to, _)| to)
             .collect();
         assert_eq!(to, vec![n("r9")], "catch-up answers anyone");
-        let mut l = Learner::new(n("n1"), &topology);
+        let mut l = Learner::new(n("n1"), &topology, 0);
         accepted(&mut l, "n1", b(1), 0, Value::Noop);
         let out = accepted(&mut l, "n2", b(1), 0, Value::Noop);
         to = out.send.into_iter().map(|(to, _)| to).collect();
@@ -662,18 +699,49 @@ mod tests {
         out.send
             .iter()
             .filter_map(|(to, m)| match m {
-                Message::Acceptor(AcceptorMsg::Fetch { from_slot, to_slot }) => {
-                    Some((to.clone(), *from_slot, *to_slot))
-                }
+                Message::Acceptor(AcceptorMsg::Fetch {
+                    from_slot, to_slot, ..
+                }) => Some((to.clone(), *from_slot, *to_slot)),
                 _ => None,
             })
             .collect()
     }
 
+    /// The id of the fetch round `out` starts, if it starts one.
+    fn round_of(out: &Output) -> Option<u64> {
+        out.send.iter().find_map(|(_, m)| match m {
+            Message::Acceptor(AcceptorMsg::Fetch { round, .. }) => Some(*round),
+            _ => None,
+        })
+    }
+
+    /// Ticks until the learner starts a fetch round; its range and id.
+    fn next_round(l: &mut Learner) -> ((Slot, Slot), u64) {
+        for _ in 0..50 {
+            let out = l.tick();
+            if let (Some(round), Some((_, from, to))) = (round_of(&out), fetches(&out).first()) {
+                return ((*from, *to), round);
+            }
+        }
+        panic!("no fetch round within 50 ticks");
+    }
+
+    /// An answer to the learner's current fetch round.
     fn fetched(
         l: &mut Learner,
         from: &str,
         range: (Slot, Slot),
+        entries: Vec<(Slot, Ballot, Value)>,
+    ) -> Output {
+        let round = l.repair.as_ref().map_or(u64::MAX, |r| r.round);
+        fetched_in(l, from, range, round, entries)
+    }
+
+    fn fetched_in(
+        l: &mut Learner,
+        from: &str,
+        range: (Slot, Slot),
+        round: u64,
         entries: Vec<(Slot, Ballot, Value)>,
     ) -> Output {
         let entries = entries
@@ -689,6 +757,7 @@ mod tests {
             LearnerMsg::Fetched {
                 from_slot: range.0,
                 to_slot: range.1,
+                round,
                 entries,
                 compacted_below: 0,
             },
@@ -753,11 +822,13 @@ mod tests {
         let range = (asked[0].1, asked[0].2);
         assert_eq!(range, (0, 2));
         let answer = |l: &mut Learner, from: &str, entries: Vec<PromiseEntry>, compacted_below| {
+            let round = l.repair.as_ref().map_or(u64::MAX, |r| r.round);
             l.handle(
                 n(from),
                 LearnerMsg::Fetched {
                     from_slot: 0,
                     to_slot: 2,
+                    round,
                     entries,
                     compacted_below,
                 },
@@ -792,6 +863,47 @@ mod tests {
             .decided
             .is_empty());
         assert_eq!(l.first_unlearned(), 0);
+    }
+
+    #[test]
+    fn a_late_answer_to_an_earlier_round_is_no_witness() {
+        // Found by the simulator (seed 9165100): slot 0 held 7 in ballot 1
+        // at a1 only, then ballot 2 chose 9 with a1 and a2. a1's answer to
+        // an earlier round, from before ballot 2, arrives late.
+        let mut l = learner();
+        l.handle(n("p1"), LearnerMsg::Progress { first_unchosen: 1 });
+        let (range, first) = next_round(&mut l);
+        let (again, second) = next_round(&mut l);
+        assert_eq!(range, again, "rounds repeat the same range");
+        assert_ne!(first, second, "but not the same id");
+        assert!(fetched_in(&mut l, "a3", range, second, vec![])
+            .decided
+            .is_empty());
+        let late = fetched_in(&mut l, "a1", range, first, vec![(0, b(1), set(7))]);
+        assert!(late.decided.is_empty(), "{:?}", late.decided);
+        let out = fetched_in(&mut l, "a2", range, second, vec![(0, b(2), set(9))]);
+        assert_eq!(out.decided, vec![(0, set(9))]);
+    }
+
+    #[test]
+    fn a_slot_reported_chosen_after_the_round_went_out_is_not_decided_by_it() {
+        // The round goes out while slot 0 is not known chosen; a3 answers
+        // before the choice (holding nothing), a1 holds 7 from ballot 1.
+        // Ballot 2 then chooses 9 (a2, a3) and the leader reports it.
+        let mut l = learner();
+        accepted(&mut l, "a3", b(9), 5, Value::Noop); // evidence the log goes on
+        let (range, round) = next_round(&mut l);
+        assert_eq!(range.0, 0);
+        fetched_in(&mut l, "a3", range, round, vec![]);
+        l.handle(n("p1"), LearnerMsg::Progress { first_unchosen: 1 });
+        let out = fetched_in(&mut l, "a1", range, round, vec![(0, b(1), set(7))]);
+        assert!(out.decided.is_empty(), "{:?}", out.decided);
+        assert!(l.chosen(0).is_none());
+        // The next round, sent after the report, decides it.
+        let (range, round) = next_round(&mut l);
+        fetched_in(&mut l, "a1", range, round, vec![(0, b(1), set(7))]);
+        let out = fetched_in(&mut l, "a2", range, round, vec![(0, b(2), set(9))]);
+        assert_eq!(out.decided, vec![(0, set(9))]);
     }
 
     #[test]

@@ -149,7 +149,10 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             ProposerActor::new(logic, router.clone(), tick).start()
         });
         let learner = node.has(Role::Learner).then(|| {
-            let logic = Learner::new(me.clone(), &topology);
+            // A random base per start keeps fetch-round ids of this run
+            // apart from those of earlier runs (2^32 rounds each).
+            let round_base = SplitMix64::new(clock_seed(&me)).next_u64() << 32;
+            let logic = Learner::new(me.clone(), &topology, round_base);
             LearnerActor::new(logic, router.clone(), tick).start()
         });
         let replica_actor = if node.has(Role::Replica) {

@@ -677,7 +677,8 @@ impl Sim {
             ));
         }
         if node.roles.learner {
-            node.learner = Some(Learner::new(node.id.clone(), &topology));
+            // Fetch-round ids, like read ids, get a range per start.
+            node.learner = Some(Learner::new(node.id.clone(), &topology, now << 32));
         }
         if node.roles.replica {
             let fresh = || Replica::new(&node.id, &topology, rcfg.clone(), Register::default());

@@ -93,9 +93,11 @@ pub fn message(m: &Message) -> String {
         Message::Learner(LearnerMsg::Progress { first_unchosen }) => {
             format!("Progress first_unchosen={first_unchosen}")
         }
-        Message::Acceptor(AcceptorMsg::Fetch { from_slot, to_slot }) => {
-            format!("Fetch slots {from_slot}..{to_slot}")
-        }
+        Message::Acceptor(AcceptorMsg::Fetch {
+            from_slot,
+            to_slot,
+            round,
+        }) => format!("Fetch slots {from_slot}..{to_slot} round={round}"),
         Message::Acceptor(AcceptorMsg::Compact { below }) => format!("Compact below={below}"),
         Message::Learner(LearnerMsg::Compact { below }) => format!("Compact below={below}"),
         Message::Proposer(ProposerMsg::SnapshotTaken { slot }) => {
@@ -117,6 +119,7 @@ pub fn message(m: &Message) -> String {
         Message::Learner(LearnerMsg::Fetched {
             from_slot,
             to_slot,
+            round,
             entries,
             ..
         }) => {
@@ -124,7 +127,10 @@ pub fn message(m: &Message) -> String {
                 .iter()
                 .map(|e| format!("{}@{:?}={}", e.slot, e.ballot, value(&e.value)))
                 .collect();
-            format!("Fetched {from_slot}..{to_slot} [{}]", parts.join(", "))
+            format!(
+                "Fetched {from_slot}..{to_slot} round={round} [{}]",
+                parts.join(", ")
+            )
         }
         Message::Replica(ReplicaMsg::Decide {
             slot,

@@ -237,3 +237,13 @@ fn regression_compacted_acceptors_are_no_witnesses() {
 fn regression_snapshot_download_outlives_newer_snapshots() {
     must_pass(8, SimOptions::default());
 }
+
+/// A learner repairing a slot known to be chosen counted, towards its
+/// fetch round, a late answer to an earlier round with the same range and
+/// an answer given before the leader reported the slot chosen; the highest
+/// ballot among them was a value ballot 2 had since replaced.
+#[test]
+fn regression_fetch_answers_from_before_the_choice_are_no_witnesses() {
+    must_pass(9_165_100, SimOptions::default());
+    must_pass(9_202_997, SimOptions::default());
+}

@@ -77,8 +77,14 @@ pub enum AcceptorMsg {
         value: Value,
     },
     /// A learner lost track of slots `[from_slot, to_slot)`: "tell me what
-    /// you hold there now" (answered with `LearnerMsg::Fetched`).
-    Fetch { from_slot: Slot, to_slot: Slot },
+    /// you hold there now" (answered with `LearnerMsg::Fetched`, which
+    /// echoes `round` so the learner can tell this round's answers from
+    /// late answers to an earlier one).
+    Fetch {
+        from_slot: Slot,
+        to_slot: Slot,
+        round: u64,
+    },
     /// From the leader: a majority of replicas hold durable snapshots that
     /// cover every slot below `below`, so those slots may be forgotten.
     Compact { below: Slot },
@@ -178,6 +184,8 @@ pub enum LearnerMsg {
     Fetched {
         from_slot: Slot,
         to_slot: Slot,
+        /// The `round` of the `Fetch` this answers.
+        round: u64,
         entries: Vec<PromiseEntry>,
         /// The acceptor forgot every slot below this: "nothing here" means
         /// nothing only at or above it.
