@@ -55,15 +55,17 @@ pub struct ReportArgs {
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// resp://HOST:PORT[,HOST:PORT...] (Synod, redis-server) or
-    /// etcd://HOST:PORT[,...] (etcd v3 JSON gateway). Clients are spread
-    /// round-robin over the addresses.
+    /// etcd://HOST:PORT[,...] (etcd v3 JSON gateway) or
+    /// etcd-grpc://HOST:PORT[,...] (etcd's gRPC, as its own clients use).
+    /// Clients are spread round-robin over the addresses.
     #[arg(long)]
     pub target: Option<String>,
     /// Concurrent closed-loop clients (each has one request in flight).
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
     /// TCP connections (default: one per client). With fewer connections
-    /// than clients, clients share them and requests are pipelined in order.
+    /// than clients, clients share them: requests are pipelined in order
+    /// (RESP, HTTP/1.1) or run as concurrent HTTP/2 streams (etcd-grpc).
     #[arg(long)]
     pub connections: Option<usize>,
     /// Size of the key set (keys are `key:0000000000` ...).
@@ -124,7 +126,10 @@ impl Workload {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetKind {
     Resp,
+    /// etcd's v3 JSON gateway over HTTP/1.1.
     Etcd,
+    /// etcd's native gRPC over HTTP/2.
+    EtcdGrpc,
 }
 
 impl TargetKind {
@@ -132,6 +137,7 @@ impl TargetKind {
         match self {
             TargetKind::Resp => "resp",
             TargetKind::Etcd => "etcd",
+            TargetKind::EtcdGrpc => "etcd-grpc",
         }
     }
 }
@@ -183,15 +189,17 @@ pub const MAX_CLIENTS: usize = 100_000;
 pub const MAX_VALUE_SIZE: usize = 16 << 20;
 pub const MAX_KEYS: u64 = 1_000_000_000;
 
-/// Parses `resp://h:p,h:p` or `etcd://h:p,...`.
+/// Parses `resp://h:p,h:p`, `etcd://h:p,...` or `etcd-grpc://h:p,...`.
 pub fn parse_target(s: &str) -> Result<Target, ArgError> {
     let (kind, rest) = if let Some(r) = s.strip_prefix("resp://") {
         (TargetKind::Resp, r)
     } else if let Some(r) = s.strip_prefix("etcd://") {
         (TargetKind::Etcd, r)
+    } else if let Some(r) = s.strip_prefix("etcd-grpc://") {
+        (TargetKind::EtcdGrpc, r)
     } else {
         return Err(bad(format!(
-            "--target {s:?}: expected resp://HOST:PORT[,...] or etcd://HOST:PORT[,...]"
+            "--target {s:?}: expected resp://, etcd:// or etcd-grpc://HOST:PORT[,...]"
         )));
     };
     let mut addrs = Vec::new();

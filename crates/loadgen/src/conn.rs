@@ -4,9 +4,11 @@
 //! answer pipelined requests in order). It connects lazily, and a failed
 //! connect, a broken or closed socket, garbage from the server, or an
 //! answer overdue by the op timeout fails every outstanding request and
-//! drops the socket; the next request reconnects.
+//! drops the socket; the next request reconnects. etcd's gRPC targets use
+//! `grpc::GrpcConn` instead, behind the same handle.
 
 use crate::config::TargetKind;
+use crate::grpc::GrpcConn;
 use crate::protocol::{decode, Outcome};
 use bytes::{Buf, BytesMut};
 use std::collections::VecDeque;
@@ -60,25 +62,34 @@ pub struct Request {
     pub reply: oneshot::Sender<OpResult>,
 }
 
-/// Handle to a connection task.
+/// Handle to one connection.
 #[derive(Clone)]
-pub struct Conn {
-    tx: mpsc::UnboundedSender<Request>,
+pub enum Conn {
+    /// A task that owns an in-order (RESP or HTTP/1.1) socket.
+    InOrder(mpsc::UnboundedSender<Request>),
+    Grpc(GrpcConn),
 }
 
 impl Conn {
-    /// Starts the connection task (it connects on the first request). It
+    /// Starts the connection (it connects on the first request). Its task
     /// ends when every clone of the returned handle is dropped.
     pub fn spawn(kind: TargetKind, addr: String, op_timeout: Duration) -> Conn {
+        if kind == TargetKind::EtcdGrpc {
+            return Conn::Grpc(GrpcConn::new(addr));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(kind, addr, op_timeout, rx));
-        Conn { tx }
+        Conn::InOrder(tx)
     }
 
     /// Sends one request and waits at most `op_timeout` for its answer.
     pub async fn call(&self, bytes: Vec<u8>, op_timeout: Duration) -> OpResult {
+        let tx = match self {
+            Conn::InOrder(tx) => tx,
+            Conn::Grpc(g) => return g.call(bytes, op_timeout).await,
+        };
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Request { bytes, reply }).is_err() {
+        if tx.send(Request { bytes, reply }).is_err() {
             return Err(OpError::Io("connection task ended".into()));
         }
         match timeout(op_timeout, rx).await {

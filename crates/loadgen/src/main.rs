@@ -1,6 +1,7 @@
 //! `synod-loadgen` owns Synod's comparative benchmarking: a closed-loop
-//! load generator that speaks RESP (Synod, redis-server) and etcd's v3
-//! JSON gateway over plain HTTP/1.1, with shared pipelined connections,
+//! load generator that speaks RESP (Synod, redis-server) and etcd's v3 API
+//! (native gRPC over HTTP/2, or the JSON gateway over plain HTTP/1.1), with
+//! shared connections,
 //! per-op timeouts, HDR latency histograms and one JSON line per run; and
 //! `synod-loadgen report`, which turns those lines into `results.md`,
 //! `throughput.svg` and `latency.svg`. `scripts/bench.sh` drives both.
@@ -11,6 +12,7 @@
 
 mod config;
 mod conn;
+mod grpc;
 mod http;
 mod plot;
 mod protocol;

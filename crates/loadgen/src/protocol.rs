@@ -1,9 +1,11 @@
 //! What a request looks like on the wire for each target kind and what its
 //! answer means: RESP `SET`/`GET`, or etcd's `POST /v3/kv/put` and
 //! `POST /v3/kv/range` (linearizable by default) with base64 keys and values.
+//! etcd's gRPC requests are built in `grpc.rs`, which also reads their
+//! answers (HTTP/2 delivers them per stream, not as a byte stream).
 
 use crate::config::TargetKind;
-use crate::{http, resp};
+use crate::{grpc, http, resp};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use std::fmt;
@@ -80,7 +82,7 @@ impl Encoder {
     pub fn new(kind: TargetKind, host: &str, value: Vec<u8>) -> Self {
         let value_b64 = match kind {
             TargetKind::Etcd => B64.encode(&value),
-            TargetKind::Resp => String::new(),
+            TargetKind::Resp | TargetKind::EtcdGrpc => String::new(),
         };
         Self {
             kind,
@@ -102,6 +104,7 @@ impl Encoder {
                 );
                 http::encode_post(&self.host, "/v3/kv/put", body.as_bytes(), &mut out);
             }
+            TargetKind::EtcdGrpc => return grpc::encode_put(key.as_bytes(), &self.value),
         }
         out
     }
@@ -114,6 +117,7 @@ impl Encoder {
                 let body = format!("{{\"key\":\"{}\"}}", B64.encode(key));
                 http::encode_post(&self.host, "/v3/kv/range", body.as_bytes(), &mut out);
             }
+            TargetKind::EtcdGrpc => return grpc::encode_range(key.as_bytes()),
         }
         out
     }
@@ -128,9 +132,13 @@ fn excerpt(bytes: &[u8]) -> String {
     }
 }
 
-/// The next answer at the start of `buf`, if complete.
+/// The next answer at the start of `buf`, if complete. Only for the
+/// in-order byte-stream protocols; `grpc.rs` reads gRPC answers.
 pub fn decode(kind: TargetKind, buf: &[u8]) -> Result<Option<Decoded>, ProtocolError> {
     match kind {
+        TargetKind::EtcdGrpc => Err(ProtocolError::new(
+            "gRPC answers are read per HTTP/2 stream, not from a byte stream",
+        )),
         TargetKind::Resp => Ok(resp::parse(buf)?.map(|(reply, consumed)| Decoded {
             outcome: match reply {
                 resp::Reply::Error(e) => Outcome::Failed(e),
