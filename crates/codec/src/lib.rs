@@ -14,7 +14,7 @@ use synod_types::{Envelope, NodeId};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 /// Bumped whenever [`Frame`] or any message changes shape.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Default cap on one peer frame (and on one encoded value).
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
