@@ -116,9 +116,10 @@ pub struct Learner {
 }
 
 impl Learner {
-    /// `round_base` must differ from every id an earlier run of this
-    /// learner may have used (the node passes its start time in
-    /// nanoseconds; a learner issues at most one round per tick).
+    /// Fetch-round ids count up from `round_base`, which must keep them
+    /// apart from the ids of any earlier run of this learner: the node
+    /// draws a random base shifted left by 32 bits, the simulator shifts
+    /// the restart tick (a learner starts at most one round per tick).
     pub fn new(me: NodeId, topology: &Topology, round_base: u64) -> Self {
         let homed_here = |nodes: &[NodeId]| -> Vec<NodeId> {
             nodes
