@@ -4,7 +4,11 @@
 # over many seeds, a smoke run of scripts/cluster.sh with redis-cli, and a
 # bounded Jepsen-style fault run with a linearizability check.
 #
-# SIM_SEEDS (default 1000) sets how many simulator seeds run.
+# SIM_SEEDS (default 5000) sets how many simulator seeds run: seeds
+# 0..SIM_SEEDS, the same every run, then as many fresh ones from
+# SIM_START (default: drawn from the clock and printed), so that every CI
+# run explores schedules no earlier run tried. A failure prints the command
+# that replays its seed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +30,13 @@ cargo clippy --workspace --exclude synod-storage-bench --all-targets -q -- -D wa
 step "unit and integration tests"
 cargo test --workspace --exclude synod-storage-bench -q
 
-step "simulator: ${SIM_SEEDS:-1000} seeds"
-cargo run -q --release -p synod-sim -- --seeds "${SIM_SEEDS:-1000}"
+sim_seeds=${SIM_SEEDS:-5000}
+# Clock seconds times 10,000: far above the fixed range, and runs started
+# in different seconds get disjoint ranges (up to 10,000 seeds).
+sim_start=${SIM_START:-$(( $(date +%s) * 10000 ))}
+step "simulator: seeds 0..$sim_seeds, then $sim_seeds fresh seeds from $sim_start (SIM_START=$sim_start replays them)"
+cargo run -q --release -p synod-sim -- --seeds "$sim_seeds"
+cargo run -q --release -p synod-sim -- --seeds "$sim_seeds" --start "$sim_start"
 
 step "cluster.sh smoke (redis-cli against a 3-process cluster)"
 scripts/smoke-cluster.sh
