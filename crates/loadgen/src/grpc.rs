@@ -163,11 +163,22 @@ pub fn outcome(
     })
 }
 
+/// Largest answer body accepted: a value of the load generator's largest
+/// size plus room for the message around it.
+const MAX_ANSWER: usize = crate::config::MAX_VALUE_SIZE + 64 * 1024;
+
+/// A live connection: its dial number and the handle that opens streams.
+type Dialled = (u64, SendRequest<Bytes>);
+
 /// One HTTP/2 connection, dialled on first use and again after it fails.
 #[derive(Clone)]
 pub struct GrpcConn {
     addr: Arc<str>,
-    sender: Arc<Mutex<Option<SendRequest<Bytes>>>>,
+    /// The live connection and its dial number, so a call that failed on
+    /// an older connection does not drop a newer one.
+    sender: Arc<Mutex<Option<Dialled>>>,
+    dials: Arc<std::sync::atomic::AtomicU64>,
+    max_answer: usize,
 }
 
 impl GrpcConn {
@@ -175,10 +186,12 @@ impl GrpcConn {
         Self {
             addr: addr.into(),
             sender: Arc::default(),
+            dials: Arc::default(),
+            max_answer: MAX_ANSWER,
         }
     }
 
-    async fn sender(&self, op_timeout: Duration) -> Result<SendRequest<Bytes>, OpError> {
+    async fn sender(&self, op_timeout: Duration) -> Result<Dialled, OpError> {
         let mut slot = self.sender.lock().await;
         if let Some(s) = slot.as_ref() {
             return Ok(s.clone());
@@ -200,13 +213,20 @@ impl GrpcConn {
             // failed requests report the error themselves.
             let _ = connection.await;
         });
-        *slot = Some(send.clone());
-        Ok(send)
+        let dial = self
+            .dials
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *slot = Some((dial, send.clone()));
+        Ok((dial, send))
     }
 
-    /// Forgets a failed connection so the next request dials again.
-    async fn drop_sender(&self) {
-        self.sender.lock().await.take();
+    /// Forgets connection number `dial` if it is still the live one, so
+    /// the next request dials again.
+    async fn drop_sender(&self, dial: u64) {
+        let mut slot = self.sender.lock().await;
+        if slot.as_ref().is_some_and(|(d, _)| *d == dial) {
+            slot.take();
+        }
     }
 
     /// Sends one request (`encode_put` / `encode_range` bytes) and waits at
@@ -216,7 +236,7 @@ impl GrpcConn {
             return Err(OpError::Protocol("empty request".into()));
         };
         let path = path(method).ok_or_else(|| OpError::Protocol("unknown method".into()))?;
-        let send = self.sender(op_timeout).await?;
+        let (dial, send) = self.sender(op_timeout).await?;
         let result = timeout(op_timeout, self.exchange(send, path, method, msg)).await;
         // Like an in-order connection, one that failed or let an answer go
         // overdue is dropped (its other streams fail with it) and the next
@@ -225,12 +245,12 @@ impl GrpcConn {
             Ok(Ok(o)) => Ok(o),
             Ok(Err(e)) => {
                 if !matches!(e, OpError::Protocol(_)) {
-                    self.drop_sender().await;
+                    self.drop_sender(dial).await;
                 }
                 Err(e)
             }
             Err(_) => {
-                self.drop_sender().await;
+                self.drop_sender(dial).await;
                 Err(OpError::Timeout)
             }
         }
@@ -268,6 +288,12 @@ impl GrpcConn {
         while let Some(chunk) = recv.data().await {
             let chunk = chunk.map_err(io)?;
             let _ = recv.flow_control().release_capacity(chunk.len());
+            if body.len() + chunk.len() > self.max_answer {
+                return Err(OpError::Protocol(format!(
+                    "answer body over {} bytes",
+                    self.max_answer
+                )));
+            }
             body.put(chunk);
         }
         let trailers = recv.trailers().await.map_err(io)?;
@@ -330,8 +356,9 @@ mod tests {
     }
 
     /// A stand-in etcd: answers `Put` with an empty message, `Range` for
-    /// key "k" with one `kvs` entry (another key: none), and key "bad" with
-    /// a trailers-only error, as grpc-go does.
+    /// key "k" with one `kvs` entry (another key: none), key "bad" with a
+    /// trailers-only error, as grpc-go does, and key "huge" with a message
+    /// past the size cap.
     /// Aborting it closes every connection it accepted: they live in its
     /// `JoinSet`.
     async fn fake_etcd(listener: tokio::net::TcpListener) {
@@ -363,8 +390,10 @@ mod tests {
                             let _ = respond.send_response(head, true);
                             return;
                         }
+                        let huge = vec![0; 64 * 1024];
                         let reply: &[u8] = match (path.as_str(), key) {
                             ("/etcdserverpb.KV/Range", b"k") => &[0x12, 2, 0x0a, 0],
+                            (_, b"huge") => &huge,
                             _ => &[],
                         };
                         let mut framed = frame(RANGE, reply);
@@ -388,7 +417,10 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(fake_etcd(listener));
-        let conn = GrpcConn::new(addr.clone());
+        let conn = GrpcConn {
+            max_answer: 32 * 1024,
+            ..GrpcConn::new(addr.clone())
+        };
         let t = Duration::from_secs(5);
         let ok = |hit| {
             Ok(Outcome::Ok {
@@ -403,6 +435,13 @@ mod tests {
             conn.call(encode_range(b"bad"), t).await,
             Ok(Outcome::Failed("grpc-status 9: no".into()))
         );
+        // An answer past the size cap fails its call, not the connection.
+        let huge = conn.call(encode_range(b"huge"), t).await;
+        assert!(
+            matches!(&huge, Err(OpError::Protocol(m)) if m.contains("over")),
+            "{huge:?}"
+        );
+        assert_eq!(conn.call(encode_range(b"k"), t).await, ok(true));
         // Concurrent calls share the connection as separate streams.
         let calls: Vec<_> = (0..20)
             .map(|_| {
