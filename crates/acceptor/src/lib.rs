@@ -287,7 +287,16 @@ impl Acceptor {
             return out;
         }
         if slot < self.state.compacted_below {
-            // Chosen long ago and forgotten on purpose: nothing to say.
+            // Chosen long ago and forgotten on purpose. A leader still
+            // driving it learned its start from a phase 1 that saw an older
+            // mark (a deposed leader's `Compact` can land after it): tell
+            // it, or it waits for votes that will never come.
+            out.send.push((
+                from,
+                Message::Proposer(ProposerMsg::Compacted {
+                    below: self.state.compacted_below,
+                }),
+            ));
             return out;
         }
         // A retransmitted p2a we already hold needs no second disk write,
@@ -506,9 +515,18 @@ mod tests {
             .handle(NodeId::new("p1"), AcceptorMsg::Compact { below: 1 })
             .persist
             .is_empty());
-        // A late p2a below the mark is ignored, not re-accepted.
+        // A late p2a below the mark is not re-accepted and gets no vote;
+        // its sender hears where the mark is, so it stops waiting there.
         let late = accept(&mut a, b(1, "p1"), 1, v(1));
-        assert_eq!(late, Output::default());
+        assert!(late.persist.is_empty() && !late.rewrite);
+        assert_eq!(
+            late.send,
+            vec![(
+                NodeId::new("p1"),
+                Message::Proposer(ProposerMsg::Compacted { below: 3 })
+            )]
+        );
+        assert!(a.accepted(1).is_none());
         match &prepare(&mut a, b(2, "p2"), 0).send[0].1 {
             Message::Proposer(ProposerMsg::Promise {
                 accepted,

@@ -321,6 +321,11 @@ impl Proposer {
                 self.handle_pre_vote_granted(from, ballot, &mut out)
             }
             ProposerMsg::HeartbeatAck { .. } => {}
+            ProposerMsg::Compacted { below } => {
+                if self.acceptors.contains(&from) && self.learn_chosen_below(below) {
+                    self.fill_window(&mut out);
+                }
+            }
             ProposerMsg::Chosen { slot } => {
                 self.mark_chosen(slot);
                 if self.finish_slot(slot) {
@@ -856,11 +861,7 @@ impl Proposer {
     ) {
         // Everything below the leader's first unchosen slot is chosen, so a
         // future phase 1 of ours need not ask about it.
-        if first_unchosen > self.first_unchosen {
-            self.first_unchosen = first_unchosen;
-            self.chosen_above = self.chosen_above.split_off(&first_unchosen);
-            self.advance_first_unchosen();
-        }
+        self.learn_chosen_below(first_unchosen);
         if ballot < self.max_seen {
             if self.phase == Phase::Leader {
                 // A deposed leader is talking: tell it about us right away.
@@ -939,6 +940,21 @@ impl Proposer {
             self.next_slot += 1;
             self.send_accept(slot, Value::Batch(batch), out);
         }
+    }
+
+    /// Every slot below `slot` is chosen (a leader's progress, or an
+    /// acceptor's compaction mark); true if that is news.
+    fn learn_chosen_below(&mut self, slot: Slot) -> bool {
+        if slot <= self.first_unchosen {
+            return false;
+        }
+        self.first_unchosen = slot;
+        self.chosen_above = self.chosen_above.split_off(&slot);
+        self.advance_first_unchosen();
+        // A leader's phase 1 already started it past every chosen slot;
+        // this only keeps a confused proposer from filling chosen ones.
+        self.next_slot = self.next_slot.max(self.first_unchosen);
+        true
     }
 
     fn mark_chosen(&mut self, slot: Slot) {

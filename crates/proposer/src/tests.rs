@@ -486,6 +486,57 @@ fn new_leader_starts_past_compacted_slots() {
     assert_eq!(p.first_unchosen(), 10);
 }
 
+/// Found by the simulator (seed 40007761, rolling crashes, stress): a
+/// deposed leader's `Compact` reached the acceptors after our phase 1, so
+/// they silently dropped our re-proposals below the new mark and the whole
+/// cluster stalled behind them. Their `Compacted` answer moves us on.
+#[test]
+fn a_compaction_mark_after_phase_1_moves_the_leader_past_it() {
+    let mut p = proposer();
+    let ballot = run_to_candidate(&mut p);
+    let old = |slot| PromiseEntry {
+        slot,
+        ballot: b(1, "p2"),
+        value: Value::Batch(vec![cmd(slot)]),
+    };
+    for a in ["a1", "a2"] {
+        p.handle(
+            n(a),
+            ProposerMsg::Promise {
+                ballot: ballot.clone(),
+                accepted: (10..14).map(old).collect(),
+                compacted_below: 10,
+            },
+        );
+    }
+    assert_eq!(p.first_unchosen(), 10);
+    assert_eq!(p.inflight(), 4, "re-proposes 10..14");
+    p.handle(
+        n("r1"),
+        ProposerMsg::Propose {
+            commands: vec![cmd(99)],
+        },
+    );
+    assert_eq!(p.queued(), 1, "window full of re-proposals");
+    // Only an acceptor speaks for a compaction mark.
+    p.handle(n("x9"), ProposerMsg::Compacted { below: 13 });
+    assert_eq!(p.first_unchosen(), 10);
+    let out = p.handle(n("a1"), ProposerMsg::Compacted { below: 13 });
+    assert_eq!(p.first_unchosen(), 13);
+    // Slots 10..13 are no longer driven; the freed window (2) takes the
+    // queued command, in a fresh slot past the re-proposals.
+    assert_eq!(
+        accepts(&out).into_iter().collect::<Vec<_>>(),
+        vec![(14, Value::Batch(vec![cmd(99)]))]
+    );
+    assert_eq!(p.inflight(), 2);
+    // An old mark is no news.
+    assert!(p
+        .handle(n("a2"), ProposerMsg::Compacted { below: 12 })
+        .send
+        .is_empty());
+}
+
 fn confirms(out: &Output) -> Vec<(NodeId, Ballot, u64)> {
     out.send
         .iter()

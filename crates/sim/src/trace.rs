@@ -74,6 +74,7 @@ pub fn message(m: &Message) -> String {
         Message::Proposer(ProposerMsg::HeartbeatAck { ballot }) => {
             format!("HeartbeatAck {ballot:?}")
         }
+        Message::Proposer(ProposerMsg::Compacted { below }) => format!("Compacted below={below}"),
         Message::Learner(LearnerMsg::Accepted {
             ballot,
             slot,
@@ -178,6 +179,7 @@ pub fn kind(m: &Message) -> &'static str {
         Message::Acceptor(AcceptorMsg::PreVote { .. }) => "PreVote",
         Message::Proposer(ProposerMsg::PreVoteGranted { .. }) => "PreVoteGranted",
         Message::Proposer(ProposerMsg::HeartbeatAck { .. }) => "HeartbeatAck",
+        Message::Proposer(ProposerMsg::Compacted { .. }) => "Compacted",
         Message::Learner(LearnerMsg::Accepted { .. }) => "Accepted→learner",
         Message::Learner(LearnerMsg::CatchUp { .. }) => "CatchUp",
         Message::Learner(LearnerMsg::Progress { .. }) => "Progress",

@@ -247,3 +247,19 @@ fn regression_fetch_answers_from_before_the_choice_are_no_witnesses() {
     must_pass(9_165_100, SimOptions::default());
     must_pass(9_202_997, SimOptions::default());
 }
+
+/// A leader deposed right after it told the acceptors to compact reached
+/// them after the next leader's phase 1: they dropped that leader's
+/// re-proposals below the new mark without a word, and it waited there
+/// for votes forever. Acceptors now answer such an `Accept` with the mark.
+#[test]
+fn regression_compaction_after_phase_1_stalls_the_leader() {
+    must_pass(
+        40_007_761,
+        SimOptions {
+            stress: true,
+            crash_policy: CrashPolicy::Rolling,
+            ..SimOptions::default()
+        },
+    );
+}

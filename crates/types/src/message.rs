@@ -150,6 +150,11 @@ pub enum ProposerMsg {
     /// An acceptor heard the leader's `AcceptorMsg::Heartbeat` for
     /// `ballot` and has promised nothing higher.
     HeartbeatAck { ballot: Ballot },
+    /// An acceptor's answer to an `Accept` for a slot it has forgotten:
+    /// every slot below `below` is chosen and in a majority of replicas'
+    /// snapshots, so the leader must stop driving them (no acceptor that
+    /// compacted will ever vote there again).
+    Compacted { below: Slot },
 }
 
 /// Messages a learner receives.
