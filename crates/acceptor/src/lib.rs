@@ -36,8 +36,10 @@
 //!   one only when a majority of replicas hold durable snapshots covering
 //!   those slots: they are chosen, applied, and recoverable without us. The
 //!   mark is durable and reported in every promise, so a new leader never
-//!   re-proposes (no-ops!) into slots whose chosen value we dropped; late
-//!   p2a for such slots are ignored.
+//!   re-proposes (no-ops!) into slots whose chosen value we dropped. A p2a
+//!   for such a slot is not accepted; its sender gets the mark back
+//!   (`Compacted`), since a leader whose phase 1 saw an older mark would
+//!   otherwise wait there for votes forever.
 //!
 //! Because a compacted log keeps growing on disk with dead records, the
 //! logic asks its shell to rewrite storage (`Output::rewrite`) once the
