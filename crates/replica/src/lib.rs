@@ -935,7 +935,29 @@ impl<S: StateMachine> Replica<S> {
             }
             self.catch_up(&mut out);
         }
+        if quiet {
+            self.reask_stalled_reads(&mut out);
+        }
         out
+    }
+
+    /// Reads whose index the log has not reached while nothing applied for
+    /// a while ask again. An index is the `next_slot` of the leader that
+    /// gave it, and a leader deposed before its last slots were chosen
+    /// leaves them unchosen for good if its successor's phase 1 found no
+    /// trace of them; with no writes to fill them, such a read would wait
+    /// forever (the simulator's seed 70013223, `--stress`). A fresh index
+    /// is as good as the first: it comes from a leader confirmed after the
+    /// read began, so it covers every write acknowledged before the read.
+    fn reask_stalled_reads(&mut self, out: &mut Output) {
+        let stalled = std::mem::take(&mut self.reads.ready);
+        for id in stalled.into_values().flatten() {
+            if let Some(read) = self.reads.by_id.get_mut(&id) {
+                read.index = None;
+                self.reads.unasked.push(id);
+            }
+        }
+        self.ask_read_index(out);
     }
 
     fn target(&self) -> NodeId {

@@ -467,6 +467,41 @@ fn reads_wait_for_the_index_then_for_the_log_up_to_it() {
     assert_eq!(r.state().0, vec![10, 20, 30], "reads are not applied");
 }
 
+/// Found by the simulator (seed 70013223, `--stress`): the index came from
+/// a leader deposed before its last slot was chosen, no later leader ever
+/// filled that slot, and with no writes the read waited forever.
+#[test]
+fn a_read_whose_index_the_log_never_reaches_asks_again() {
+    let mut r = replica();
+    decide(&mut r, 0, vec![cmd(1, 1, 10)]);
+    let asks = read_index_asks(&r.handle_request(ClientId(2), 1, op(0)));
+    let out = r.handle(
+        n("p1"),
+        ReplicaMsg::ReadIndex {
+            ids: asks[0].1.clone(),
+            index: 2,
+        },
+    );
+    assert!(out.replies.is_empty(), "slot 1 is not applied");
+    // Nothing applies; after a few quiet ticks the read asks again.
+    let again: Vec<_> = (0..QUIET_TICKS + 1)
+        .flat_map(|_| read_index_asks(&r.tick()))
+        .collect();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].1, asks[0].1, "the same read");
+    // The new leader's index is what the log holds: answered at once.
+    let out = r.handle(
+        n("p2"),
+        ReplicaMsg::ReadIndex {
+            ids: again[0].1.clone(),
+            index: 1,
+        },
+    );
+    assert_eq!(out.replies.len(), 1);
+    assert_eq!(output(&out.replies[0]), 1, "the read sees slot 0");
+    assert_eq!(r.pending(), 0);
+}
+
 #[test]
 fn a_refused_read_follows_the_hint_then_retries_on_the_tick() {
     let mut r = replica();

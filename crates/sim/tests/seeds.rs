@@ -263,3 +263,17 @@ fn regression_compaction_after_phase_1_stalls_the_leader() {
         },
     );
 }
+
+/// A read's index came from a leader deposed before its last slot was
+/// chosen; no later leader filled that slot and, with no writes, the read
+/// waited forever. A read stalled below its index now asks again.
+#[test]
+fn regression_read_index_past_an_abandoned_slot() {
+    must_pass(
+        70_013_223,
+        SimOptions {
+            stress: true,
+            ..SimOptions::default()
+        },
+    );
+}
