@@ -417,6 +417,11 @@ fn output(reply: &Reply) -> usize {
     synod_codec::decode(reply.output.as_ref().unwrap()).unwrap()
 }
 
+/// A proposer's answer to a `ReadIndex` request.
+fn read_index(r: &mut Replica<Log>, from: &str, ids: Vec<u64>, index: Slot) -> Output {
+    r.handle(n(from), ReplicaMsg::ReadIndex { ids, index })
+}
+
 #[test]
 fn reads_wait_for_the_index_then_for_the_log_up_to_it() {
     let mut r = replica();
@@ -436,13 +441,7 @@ fn reads_wait_for_the_index_then_for_the_log_up_to_it() {
     let out = r.handle_request(ClientId(3), 1, op(0));
     assert!(read_index_asks(&out).is_empty());
     // Index 3: slots 1 and 2 must be applied first.
-    let out = r.handle(
-        n("p1"),
-        ReplicaMsg::ReadIndex {
-            ids: asks[0].1.clone(),
-            index: 3,
-        },
-    );
+    let out = read_index(&mut r, "p1", asks[0].1.clone(), 3);
     assert!(out.replies.is_empty());
     let next = read_index_asks(&out);
     assert_eq!(next.len(), 1, "the waiting read is asked about now");
@@ -453,13 +452,7 @@ fn reads_wait_for_the_index_then_for_the_log_up_to_it() {
     assert_eq!(out.replies[0].client, ClientId(2));
     assert_eq!(output(&out.replies[0]), 3, "the read sees slots 0..3");
     // The second read's index is already applied: answered at once.
-    let out = r.handle(
-        n("p1"),
-        ReplicaMsg::ReadIndex {
-            ids: next[0].1.clone(),
-            index: 2,
-        },
-    );
+    let out = read_index(&mut r, "p1", next[0].1.clone(), 2);
     assert_eq!(out.replies.len(), 1);
     assert_eq!(out.replies[0].client, ClientId(3));
     assert_eq!(output(&out.replies[0]), 3);
@@ -475,13 +468,7 @@ fn a_read_whose_index_the_log_never_reaches_asks_again() {
     let mut r = replica();
     decide(&mut r, 0, vec![cmd(1, 1, 10)]);
     let asks = read_index_asks(&r.handle_request(ClientId(2), 1, op(0)));
-    let out = r.handle(
-        n("p1"),
-        ReplicaMsg::ReadIndex {
-            ids: asks[0].1.clone(),
-            index: 2,
-        },
-    );
+    let out = read_index(&mut r, "p1", asks[0].1.clone(), 2);
     assert!(out.replies.is_empty(), "slot 1 is not applied");
     // Nothing applies; after a few quiet ticks the read asks again.
     let again: Vec<_> = (0..QUIET_TICKS + 1)
@@ -490,13 +477,7 @@ fn a_read_whose_index_the_log_never_reaches_asks_again() {
     assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!(again[0].1, asks[0].1, "the same read");
     // The new leader's index is what the log holds: answered at once.
-    let out = r.handle(
-        n("p2"),
-        ReplicaMsg::ReadIndex {
-            ids: again[0].1.clone(),
-            index: 1,
-        },
-    );
+    let out = read_index(&mut r, "p2", again[0].1.clone(), 1);
     assert_eq!(out.replies.len(), 1);
     assert_eq!(output(&out.replies[0]), 1, "the read sees slot 0");
     assert_eq!(r.pending(), 0);
@@ -640,21 +621,9 @@ fn a_late_read_index_answer_meant_for_an_earlier_run_is_ignored() {
     let new_ids = read_index_asks(&after.handle_request(ClientId(3), 1, op(0)))[0]
         .1
         .clone();
-    let stale = after.handle(
-        n("p1"),
-        ReplicaMsg::ReadIndex {
-            ids: old_ids,
-            index: 1,
-        },
-    );
+    let stale = read_index(&mut after, "p1", old_ids, 1);
     assert!(stale.replies.is_empty(), "served with a stale index");
-    let out = after.handle(
-        n("p1"),
-        ReplicaMsg::ReadIndex {
-            ids: new_ids,
-            index: 2,
-        },
-    );
+    let out = read_index(&mut after, "p1", new_ids, 2);
     assert!(out.replies.is_empty(), "slot 1 is not applied yet");
     let out = decide(&mut after, 1, vec![cmd(1, 2, 20)]);
     assert_eq!(out.replies.len(), 1);
