@@ -46,14 +46,18 @@ fn put_bytes_field(field: u32, bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(bytes);
 }
 
-/// Wraps a protobuf message as one uncompressed gRPC message, after the
-/// method byte.
-fn frame(method: u8, msg: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(msg.len() + 6);
-    out.push(method);
+/// Appends a protobuf message as one uncompressed gRPC message.
+fn put_frame(msg: &[u8], out: &mut Vec<u8>) {
     out.push(0);
     out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     out.extend_from_slice(msg);
+}
+
+/// An encoded request: the method byte, then the framed message.
+fn request(method: u8, msg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.len() + 6);
+    out.push(method);
+    put_frame(msg, &mut out);
     out
 }
 
@@ -62,7 +66,7 @@ pub fn encode_put(key: &[u8], value: &[u8]) -> Vec<u8> {
     let mut msg = Vec::with_capacity(key.len() + value.len() + 8);
     put_bytes_field(1, key, &mut msg);
     put_bytes_field(2, value, &mut msg);
-    frame(PUT, &msg)
+    request(PUT, &msg)
 }
 
 /// `RangeRequest { key = 1 }`: one key, and `serializable` (field 7) left
@@ -70,7 +74,7 @@ pub fn encode_put(key: &[u8], value: &[u8]) -> Vec<u8> {
 pub fn encode_range(key: &[u8]) -> Vec<u8> {
     let mut msg = Vec::with_capacity(key.len() + 4);
     put_bytes_field(1, key, &mut msg);
-    frame(RANGE, &msg)
+    request(RANGE, &msg)
 }
 
 fn get_varint(buf: &mut &[u8]) -> Result<u64, String> {
@@ -336,8 +340,8 @@ mod tests {
     }
 
     fn framed(msg: &[u8]) -> Vec<u8> {
-        let mut f = frame(RANGE, msg);
-        f.remove(0);
+        let mut f = Vec::new();
+        put_frame(msg, &mut f);
         f
     }
 
@@ -396,8 +400,7 @@ mod tests {
                             (_, b"huge") => &huge,
                             _ => &[],
                         };
-                        let mut framed = frame(RANGE, reply);
-                        framed.remove(0);
+                        let framed = framed(reply);
                         let Ok(mut send) = respond.send_response(ok.body(()).unwrap(), false)
                         else {
                             return;
