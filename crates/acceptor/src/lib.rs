@@ -227,10 +227,13 @@ impl Acceptor {
     }
 
     fn handle_fetch(&mut self, from: NodeId, from_slot: Slot, to_slot: Slot, round: u64) -> Output {
-        let entries = self
-            .state
-            .accepted
-            .range(from_slot..to_slot.max(from_slot))
+        let to_slot = to_slot.max(from_slot);
+        let held = || self.state.accepted.range(from_slot..to_slot);
+        let n = synod_types::fits_in_budget(held().map(|(_, (_, v))| v.approx_size()));
+        // Cut short, the answer covers up to the first slot it leaves out.
+        let covered_to = held().nth(n).map_or(to_slot, |(slot, _)| *slot);
+        let entries = held()
+            .take(n)
             .map(|(slot, (ballot, value))| PromiseEntry {
                 slot: *slot,
                 ballot: ballot.clone(),
@@ -246,6 +249,7 @@ impl Acceptor {
                     from_slot,
                     to_slot,
                     round,
+                    covered_to,
                     entries,
                     compacted_below: self.state.compacted_below,
                 }),
@@ -639,6 +643,7 @@ mod tests {
                     from_slot: 2,
                     to_slot: 9,
                     round: 77,
+                    covered_to: 9,
                     entries: vec![PromiseEntry {
                         slot: 4,
                         ballot: b(1, "p1"),
@@ -648,6 +653,46 @@ mod tests {
                 })
             )]
         );
+    }
+
+    #[test]
+    fn a_fetch_answer_stops_at_the_message_budget_and_says_where() {
+        let mut a = acc();
+        let big = |x: u8| {
+            Value::Batch(vec![Command {
+                client: ClientId(9),
+                seq: x as u64,
+                op: vec![x; 3 << 20].into(),
+            }])
+        };
+        for slot in [2, 5, 7] {
+            accept(&mut a, b(1, "p1"), slot, big(slot as u8));
+        }
+        let out = a.handle(
+            NodeId::new("l2"),
+            AcceptorMsg::Fetch {
+                from_slot: 0,
+                to_slot: 9,
+                round: 1,
+            },
+        );
+        match &out.send[..] {
+            [(
+                _,
+                Message::Learner(LearnerMsg::Fetched {
+                    entries,
+                    covered_to,
+                    to_slot,
+                    ..
+                }),
+            )] => {
+                assert_eq!(entries.len(), 1);
+                assert_eq!(entries[0].slot, 2);
+                assert_eq!(*covered_to, 5, "silent from the first slot left out");
+                assert_eq!(*to_slot, 9, "the range asked is echoed");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

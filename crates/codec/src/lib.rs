@@ -4,9 +4,11 @@
 //! disk format can be swapped in one place. Peer links use
 //! [`PeerCodec`]: a 4-byte big-endian length, then a bincode [`Frame`].
 //! Decoding is bounded twice: a frame longer than the configured maximum is
-//! refused before it is buffered, and bincode may not allocate more than the
-//! frame's own length, so a hostile length prefix inside a frame cannot make
-//! a node allocate gigabytes.
+//! refused before it is buffered, and bincode may allocate at most a small
+//! multiple of the input's own length (see [`decode`]), so a hostile length
+//! prefix inside a ten-byte frame cannot make a node allocate megabytes. The
+//! same bound, and no fixed cap, applies to data read from disk, so a
+//! snapshot of any size that was written can be read back.
 
 use bytes::{Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
@@ -14,10 +16,19 @@ use synod_types::{Envelope, NodeId};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 /// Bumped whenever [`Frame`] or any message changes shape.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
-/// Default cap on one peer frame (and on one encoded value).
+/// Default cap on one peer frame.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// Cap on a connection's first frame, the [`Frame::Hello`]. Until the hello
+/// has named a known node of our cluster, anyone may be on the other end,
+/// so the first frame may not make us buffer more than this.
+pub const MAX_HELLO_FRAME: usize = 4096;
+
+/// Longest cluster id a config may name, so a hello always fits in
+/// [`MAX_HELLO_FRAME`] (node ids are shorter still).
+pub const MAX_CLUSTER_ID: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -33,18 +44,60 @@ pub enum CodecError {
     Io(#[from] std::io::Error),
 }
 
-fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<DEFAULT_MAX_FRAME>()
-}
-
 /// Encodes any serde value in Synod's format.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
 /// Decodes a value that must fill `bytes` exactly.
+///
+/// bincode's limit counts what the value will occupy in memory: each
+/// primitive its in-memory size (a `u64` sent as a one-byte varint counts
+/// 8), each string or byte buffer its length, which it allocates whole from
+/// the length prefix before reading. In a well-formed input every buffer is
+/// present and every primitive takes at least a byte, so the count stays
+/// within 8× the input (16× only for `u128`, which no message carries). The
+/// limit is the smallest rung of a ladder (4 KiB, then ×4 up to 1 TiB) at
+/// or above 8× the input: never short for a valid value, and a forged prefix
+/// can make bincode allocate at most 32× the input, or 4 KiB.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
+    let need = bytes.len().saturating_mul(8);
+    macro_rules! ladder {
+        ($($limit:expr),*) => {
+            $(
+                if need <= $limit {
+                    return decode_limited::<T, { $limit }>(bytes);
+                }
+            )*
+        };
+    }
+    ladder!(
+        4 << 10,
+        16 << 10,
+        64 << 10,
+        256 << 10,
+        1 << 20,
+        4 << 20,
+        16 << 20,
+        64 << 20,
+        256 << 20,
+        1 << 30,
+        4 << 30,
+        16 << 30,
+        64 << 30,
+        256 << 30,
+        1 << 40
+    );
+    Err(CodecError::TooLarge {
+        len: bytes.len(),
+        max: (1 << 40) / 8,
+    })
+}
+
+fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<T, CodecError> {
+    let config = bincode::config::standard().with_limit::<LIMIT>();
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config)
         .map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != bytes.len() {
         return Err(CodecError::Trailing(bytes.len() - used));
@@ -81,6 +134,18 @@ impl PeerCodec {
                 .new_codec(),
             max_frame,
         }
+    }
+
+    /// A codec for reading a connection's hello: frames beyond
+    /// [`MAX_HELLO_FRAME`] are refused until [`PeerCodec::set_max_frame`]
+    /// raises the cap for an identified peer.
+    pub fn for_hello() -> Self {
+        PeerCodec::new(MAX_HELLO_FRAME)
+    }
+
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.framing.set_max_frame_length(max_frame);
+        self.max_frame = max_frame;
     }
 }
 
@@ -263,5 +328,62 @@ mod tests {
             decode::<u64>(&bytes),
             Err(CodecError::Trailing(1))
         ));
+    }
+
+    #[test]
+    fn a_forged_length_prefix_cannot_claim_more_than_a_small_multiple_of_the_input() {
+        // A `Hello` whose cluster id claims 60 MiB, in a ten-byte body: the
+        // limit follows the body's length, so bincode refuses the claim
+        // instead of allocating it.
+        let mut body = vec![0u8]; // variant 0: Hello
+        body.push(253); // varint tag: u32 follows
+        body.extend_from_slice(&(60u32 << 20).to_le_bytes());
+        body.extend_from_slice(b"abcd");
+        match decode::<Frame>(&body) {
+            Err(CodecError::Decode(e)) => assert!(e.contains("LimitExceeded"), "{e}"),
+            other => panic!("expected a limit error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn values_larger_than_a_peer_frame_still_round_trip() {
+        // Snapshots on disk are not peer frames: a state past the frame
+        // limit must read back as it was written.
+        let big = String::from_utf8(vec![b'x'; DEFAULT_MAX_FRAME + 1024]).unwrap();
+        let bytes = encode(&big).unwrap();
+        assert!(bytes.len() > DEFAULT_MAX_FRAME);
+        assert_eq!(decode::<String>(&bytes).unwrap(), big);
+        // Every rung boundary decodes too.
+        for len in [0, 4090, 4096, 5000, (1 << 20) - 10, 1 << 20] {
+            let s = "y".repeat(len);
+            assert_eq!(decode::<String>(&encode(&s).unwrap()).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn a_hello_codec_refuses_big_frames_until_raised() {
+        let hello = Frame::Hello {
+            cluster_id: "c".repeat(MAX_CLUSTER_ID),
+            version: PROTOCOL_VERSION,
+            node: NodeId::new("n1234567890123456789012"),
+        };
+        let mut wire = BytesMut::new();
+        PeerCodec::default().encode(&hello, &mut wire).unwrap();
+        assert!(wire.len() <= MAX_HELLO_FRAME, "the longest hello fits");
+        let mut codec = PeerCodec::for_hello();
+        assert_eq!(codec.decode(&mut wire).unwrap(), Some(hello));
+
+        // A length prefix past the hello cap is refused before any of the
+        // frame is buffered...
+        let mut big = BytesMut::new();
+        big.extend_from_slice(&(1u32 << 20).to_be_bytes());
+        big.extend_from_slice(&[0u8; 64]);
+        assert!(matches!(
+            PeerCodec::for_hello().decode(&mut big.clone()),
+            Err(CodecError::TooLarge { .. })
+        ));
+        // ...and accepted (waiting for the rest) once the cap is raised.
+        codec.set_max_frame(DEFAULT_MAX_FRAME);
+        assert_eq!(codec.decode(&mut big).unwrap(), None);
     }
 }

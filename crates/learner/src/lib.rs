@@ -42,6 +42,12 @@
 //!   leader reports chosen while the round is out may have been chosen
 //!   after some acceptors answered.
 //!
+//! "Answering majority" is per slot: an acceptor speaks for a slot only if
+//! its answer covers it. One that compacted the slot, or that cut its
+//! answer short at the message budget before reaching it (`covered_to`), is
+//! not a witness there; taking its silence for "accepted nothing" could
+//! hide the higher ballot it holds.
+//!
 //! The simulator found the schedule that needs both (seed 9165100): an
 //! acceptor's answer to an earlier round arrived late, holding the ballot-1
 //! value of a slot that ballot 2 went on to choose with another value.
@@ -80,8 +86,9 @@ struct Repair {
     /// The leader had reported every slot below this chosen when the round
     /// was sent, so every answer to it was given after those choices.
     chosen_below: Slot,
-    /// Per acceptor: its compaction mark and what it holds in the range.
-    answers: BTreeMap<NodeId, (Slot, Holdings)>,
+    /// Per acceptor: the slots its answer speaks for (from its compaction
+    /// mark to where it cut the answer short) and what it holds there.
+    answers: BTreeMap<NodeId, (std::ops::Range<Slot>, Holdings)>,
 }
 
 pub struct Learner {
@@ -220,9 +227,16 @@ impl Learner {
                 from_slot,
                 to_slot,
                 round,
+                covered_to,
                 entries,
                 compacted_below,
-            } => self.handle_fetched(from, (from_slot, to_slot), round, entries, compacted_below),
+            } => self.handle_fetched(
+                from,
+                (from_slot, to_slot),
+                round,
+                entries,
+                (compacted_below, covered_to),
+            ),
             LearnerMsg::Compact { below } => {
                 self.handle_compact(below);
                 Output::default()
@@ -341,7 +355,7 @@ impl Learner {
         range: (Slot, Slot),
         round: u64,
         entries: Vec<PromiseEntry>,
-        compacted_below: Slot,
+        (compacted_below, covered_to): (Slot, Slot),
     ) -> Output {
         let mut out = Output::default();
         if !self.acceptors.contains(&from) {
@@ -371,7 +385,7 @@ impl Learner {
             .into_iter()
             .map(|e| (e.slot, (e.ballot, e.value)))
             .collect();
-        r.answers.insert(from, (compacted_below, held));
+        r.answers.insert(from, (compacted_below..covered_to, held));
         if r.answers.len() < majority(self.acceptors.len()) {
             return out;
         }
@@ -383,9 +397,14 @@ impl Learner {
             if slot < self.first_unlearned || self.chosen.contains_key(&slot) {
                 continue;
             }
-            // Only acceptors that still remember `slot` speak for it: one
-            // that compacted it says nothing about what was chosen there.
-            let witnesses: Vec<_> = r.answers.values().filter(|(c, _)| *c <= slot).collect();
+            // Only acceptors whose answer covers `slot` speak for it: one
+            // that compacted it, or cut its answer short before it, says
+            // nothing about what was chosen there.
+            let witnesses: Vec<_> = r
+                .answers
+                .values()
+                .filter(|(covered, _)| covered.contains(&slot))
+                .collect();
             if witnesses.len() < quorum {
                 continue;
             }
@@ -455,13 +474,15 @@ impl Learner {
                 decided: Vec::new(),
             };
         }
-        let entries: Vec<_> = (from_slot..)
-            .map_while(|slot| {
-                self.chosen
-                    .get(&slot)
-                    .map(|(b, v)| (slot, b.clone(), v.clone()))
-            })
-            .take(self.max_catch_up)
+        let run = || {
+            (from_slot..)
+                .map_while(|slot| self.chosen.get(&slot).map(|(b, v)| (slot, b, v)))
+                .take(self.max_catch_up)
+        };
+        let n = synod_types::fits_in_budget(run().map(|(_, _, v)| v.approx_size()));
+        let entries: Vec<_> = run()
+            .take(n)
+            .map(|(slot, b, v)| (slot, b.clone(), v.clone()))
             .collect();
         let next = from_slot + entries.len() as Slot;
         let more = self.chosen.contains_key(&next);
@@ -759,6 +780,7 @@ mod tests {
                 from_slot: range.0,
                 to_slot: range.1,
                 round,
+                covered_to: range.1,
                 entries,
                 compacted_below: 0,
             },
@@ -830,6 +852,7 @@ mod tests {
                     from_slot: 0,
                     to_slot: 2,
                     round,
+                    covered_to: 2,
                     entries,
                     compacted_below,
                 },
@@ -905,6 +928,65 @@ mod tests {
         fetched_in(&mut l, "a1", range, round, vec![(0, b(1), set(7))]);
         let out = fetched_in(&mut l, "a2", range, round, vec![(0, b(2), set(9))]);
         assert_eq!(out.decided, vec![(0, set(9))]);
+    }
+
+    /// A value of `mib` MiB.
+    fn big(mib: usize) -> Value {
+        Value::Batch(vec![synod_types::Command {
+            client: synod_types::ClientId(1),
+            seq: 1,
+            op: vec![0; mib << 20].into(),
+        }])
+    }
+
+    #[test]
+    fn an_answer_cut_short_speaks_only_for_the_slots_it_covers() {
+        // a1 cut its answer before slot 1: it may hold a higher ballot
+        // there, so it must not count as having accepted nothing.
+        let mut l = learner();
+        accepted(&mut l, "a3", b(9), 5, Value::Noop); // evidence the log goes on
+        l.handle(n("p1"), LearnerMsg::Progress { first_unchosen: 2 });
+        let (range, round) = next_round(&mut l);
+        assert_eq!(range.0, 0);
+        let answer = |l: &mut Learner, from: &str, covered_to, entries: Vec<PromiseEntry>| {
+            l.handle(
+                n(from),
+                LearnerMsg::Fetched {
+                    from_slot: range.0,
+                    to_slot: range.1,
+                    round,
+                    covered_to,
+                    entries,
+                    compacted_below: 0,
+                },
+            )
+        };
+        let at = |slot, value| PromiseEntry {
+            slot,
+            ballot: b(1),
+            value,
+        };
+        answer(&mut l, "a1", 1, vec![at(0, set(4))]);
+        let out = answer(&mut l, "a2", range.1, vec![at(0, set(4)), at(1, set(7))]);
+        assert_eq!(out.decided, vec![(0, set(4))], "slot 1 has one witness");
+        assert!(l.chosen(1).is_none());
+    }
+
+    #[test]
+    fn catch_up_answers_stay_within_the_message_budget() {
+        let mut l = learner();
+        for slot in 0..3 {
+            accepted(&mut l, "a1", b(1), slot, big(3));
+            accepted(&mut l, "a2", b(1), slot, big(3));
+        }
+        let out = l.handle(n("r1"), LearnerMsg::CatchUp { from_slot: 0 });
+        match &out.send[..] {
+            [(_, Message::Replica(ReplicaMsg::Decisions { entries, more }))] => {
+                assert_eq!(entries.len(), 1, "3 MiB each: one fits a 4 MiB budget");
+                assert!(more);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

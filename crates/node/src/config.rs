@@ -194,6 +194,13 @@ impl ClusterConfig {
         if self.cluster_id.trim().is_empty() {
             return Err("cluster_id must not be empty".into());
         }
+        if self.cluster_id.len() > synod_codec::MAX_CLUSTER_ID {
+            return Err(format!(
+                "cluster_id is {} bytes; at most {} are allowed",
+                self.cluster_id.len(),
+                synod_codec::MAX_CLUSTER_ID
+            ));
+        }
         if self.nodes.is_empty() {
             return Err("no [[nodes]] listed".into());
         }
@@ -278,8 +285,21 @@ impl ClusterConfig {
                     .into(),
             );
         }
-        if l.max_frame_bytes < 1024 {
-            return Err("limits.max_frame_bytes must be at least 1024".into());
+        // The largest message a node sends is a slot's batch (a single
+        // client request may exceed max_batch_bytes and then fills a slot
+        // alone) or a message gathered up to MESSAGE_BUDGET plus one such
+        // slot. A frame too small for it would be dropped at the sender on
+        // every retry, stalling the log for good.
+        let largest_slot = l
+            .max_batch_bytes
+            .max(synod_resp::RespOptions::default().max_frame);
+        let needed = synod_types::MESSAGE_BUDGET + largest_slot + (1 << 20);
+        if l.max_frame_bytes < needed {
+            return Err(format!(
+                "limits.max_frame_bytes ({}) must be at least {needed}: a 4 MiB message budget, \
+                 the largest slot (max_batch_bytes or a 16 MiB client request) and 1 MiB of framing",
+                l.max_frame_bytes
+            ));
         }
         if l.snapshot_every == 0 || l.snapshot_bytes == 0 {
             return Err("limits.snapshot_every and snapshot_bytes must be positive".into());
@@ -395,6 +415,20 @@ roles = ["acceptor"]
                     "cluster_id = \"t\"\n[limits]\nmax_sessions = 0",
                 ),
                 "max_sessions must be positive",
+            ),
+            (
+                GOOD.replace(
+                    "cluster_id = \"t\"",
+                    "cluster_id = \"t\"\n[limits]\nmax_frame_bytes = 1048576",
+                ),
+                "max_frame_bytes (1048576) must be at least",
+            ),
+            (
+                GOOD.replace(
+                    "cluster_id = \"t\"",
+                    &format!("cluster_id = \"{}\"", "c".repeat(257)),
+                ),
+                "at most 256",
             ),
         ];
         for (text, want) in cases {

@@ -911,11 +911,12 @@ impl Proposer {
     fn forward_queue(&mut self, out: &mut Output) {
         if let (Some(l), false) = (&self.leader, self.queue.is_empty()) {
             self.holding.clear();
-            let commands = self.queue.drain(..).collect();
-            out.send.push((
-                l.clone(),
-                Message::Proposer(ProposerMsg::Propose { commands }),
-            ));
+            for commands in synod_types::chunk_commands(self.queue.drain(..).collect()) {
+                out.send.push((
+                    l.clone(),
+                    Message::Proposer(ProposerMsg::Propose { commands }),
+                ));
+            }
         }
     }
 

@@ -886,10 +886,11 @@ impl<S: StateMachine> Replica<S> {
             self.leader_hint = None;
             self.next_proposer += 1;
         }
-        if !due.is_empty() {
+        let to = self.target();
+        for commands in synod_types::chunk_commands(due) {
             out.send.push((
-                self.target(),
-                Message::Proposer(ProposerMsg::Propose { commands: due }),
+                to.clone(),
+                Message::Proposer(ProposerMsg::Propose { commands }),
             ));
         }
         if reads_due {

@@ -102,7 +102,7 @@ async fn open(cfg: &TransportConfig, peer: &NodeId, addr: SocketAddr) -> Result<
         .encode(&hello(cfg), &mut buf)
         .map_err(|e| e.to_string())?;
     stream.write_all(&buf).await.map_err(|e| e.to_string())?;
-    let mut frames = FramedRead::new(&mut stream, PeerCodec::new(cfg.max_frame));
+    let mut frames = FramedRead::new(&mut stream, PeerCodec::for_hello());
     let answer = tokio::time::timeout(cfg.handshake_timeout, frames.next())
         .await
         .map_err(|_| "no hello back".to_string())?;

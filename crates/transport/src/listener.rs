@@ -53,7 +53,7 @@ async fn serve(
     current: Current,
 ) -> Result<(), String> {
     let (rd, mut wr) = stream.into_split();
-    let mut frames = FramedRead::new(rd, PeerCodec::new(cfg.max_frame));
+    let mut frames = FramedRead::new(rd, PeerCodec::for_hello());
     let first = tokio::time::timeout(cfg.handshake_timeout, frames.next())
         .await
         .map_err(|_| "no hello within the handshake timeout".to_string())?;
@@ -90,6 +90,7 @@ async fn serve(
         .encode(&hello(cfg), &mut buf)
         .map_err(|e| e.to_string())?;
     wr.write_all(&buf).await.map_err(|e| e.to_string())?;
+    frames.decoder_mut().set_max_frame(cfg.max_frame);
     tracing::debug!(node = %cfg.me, %peer, "peer connected");
     let (close, mut replaced) = oneshot::channel();
     if let Some(older) = current.borrow_mut().insert(peer.clone(), close) {

@@ -42,7 +42,7 @@ pub use message::{
 };
 pub use rng::SplitMix64;
 pub use state_machine::StateMachine;
-pub use value::{ClientId, Command, Value};
+pub use value::{chunk_commands, fits_in_budget, ClientId, Command, Value, MESSAGE_BUDGET};
 
 /// Which nodes run which role: every role needs to know whom to talk to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -191,6 +191,10 @@ pub enum LearnerMsg {
         to_slot: Slot,
         /// The `round` of the `Fetch` this answers.
         round: u64,
+        /// The answer speaks for `from_slot..covered_to` only: an acceptor
+        /// holding more than one message's worth stops early, and is silent
+        /// (not "accepted nothing") about the slots beyond.
+        covered_to: Slot,
         entries: Vec<PromiseEntry>,
         /// The acceptor forgot every slot below this: "nothing here" means
         /// nothing only at or above it.

@@ -41,8 +41,81 @@ impl Value {
     pub fn approx_size(&self) -> usize {
         self.commands()
             .iter()
-            .map(|c| c.op.len() + 24)
+            .map(Command::approx_size)
             .sum::<usize>()
             + 8
+    }
+}
+
+impl Command {
+    /// Approximate wire size, used to bound messages by bytes.
+    pub fn approx_size(&self) -> usize {
+        self.op.len() + 24
+    }
+}
+
+/// Soft cap on what one message gathers from many slots or commands
+/// (catch-up decisions, repair answers, retried proposals). Such a message
+/// stops growing once it holds this many bytes, but always holds at least
+/// one item, so it stays within this budget plus its largest item; the node
+/// checks at startup that this fits in a peer frame. Without the cap, 256
+/// slots of 1 MiB batches would make a frame no peer accepts, dropped at
+/// the sender on every retry.
+pub const MESSAGE_BUDGET: usize = 4 << 20;
+
+/// How many of `sizes`, from the front, one message takes under
+/// [`MESSAGE_BUDGET`]: at least one if there is any.
+pub fn fits_in_budget(sizes: impl IntoIterator<Item = usize>) -> usize {
+    let mut total = 0usize;
+    let mut n = 0;
+    for size in sizes {
+        if n > 0 && total.saturating_add(size) > MESSAGE_BUDGET {
+            break;
+        }
+        total = total.saturating_add(size);
+        n += 1;
+    }
+    n
+}
+
+/// `commands` as one or more runs, each small enough for one message.
+pub fn chunk_commands(mut commands: Vec<Command>) -> Vec<Vec<Command>> {
+    let mut runs = Vec::new();
+    while !commands.is_empty() {
+        let n = fits_in_budget(commands.iter().map(Command::approx_size));
+        let rest = commands.split_off(n);
+        runs.push(std::mem::replace(&mut commands, rest));
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(bytes: usize) -> Command {
+        Command {
+            client: ClientId(1),
+            seq: 1,
+            op: vec![0; bytes].into(),
+        }
+    }
+
+    #[test]
+    fn commands_are_chunked_by_the_budget_and_none_is_lost() {
+        let mib = 1 << 20;
+        let sizes = [3 * mib, 3 * mib, 10, 10, 9 * mib, 1];
+        let runs = chunk_commands(sizes.iter().map(|s| cmd(*s)).collect());
+        let lens: Vec<Vec<usize>> = runs
+            .iter()
+            .map(|r| r.iter().map(|c| c.op.len()).collect())
+            .collect();
+        // An item over the budget travels alone; nothing is dropped or reordered.
+        assert_eq!(
+            lens,
+            vec![vec![3 * mib], vec![3 * mib, 10, 10], vec![9 * mib], vec![1]]
+        );
+        assert!(chunk_commands(Vec::new()).is_empty());
+        assert_eq!(fits_in_budget([]), 0);
     }
 }
