@@ -453,6 +453,26 @@ mod tests {
     }
 
     #[test]
+    fn a_state_larger_than_a_peer_frame_snapshots_and_restores() {
+        // 70 values of 1 MiB: past the 64 MiB peer-frame cap, which once
+        // bounded every decode, so a node that saved this could not start.
+        let mut a = KvStore::new();
+        for i in 0..70u8 {
+            a.apply(KvCommand::Set {
+                key: Bytes::from(format!("k{i}")),
+                value: Bytes::from(vec![i; 1 << 20]),
+                cond: SetCond::Always,
+                get_old: false,
+            });
+        }
+        let image = a.snapshot();
+        assert!(image.len() > synod_codec::DEFAULT_MAX_FRAME);
+        let mut b = KvStore::new();
+        b.restore(&image).unwrap();
+        assert_eq!(a.digest(), b.digest());
+    }
+
+    #[test]
     fn set_then_get() {
         let mut s = KvStore::new();
         assert_eq!(s.apply(get("a")), KvOutput::Nil);
