@@ -148,6 +148,15 @@ pub enum Phase {
     Leader,
 }
 
+/// Slots in phase 2 at once while a new leader re-proposes what its phase 1
+/// found. A proposer that lost its progress (a restart) and wins while the
+/// old leader is gone re-proposes every slot its acceptors have not
+/// compacted, thousands in a long log; sent at once, each retransmit
+/// interval would resend them all (the simulator's message-storm check
+/// caught this in 20,000-tick runs). Larger than the normal window, as these
+/// slots carry no new commands and most are chosen already.
+const RECOVERY_WINDOW: usize = 128;
+
 /// A confirmation round for read-index requests.
 struct ReadRound {
     round: u64,
@@ -205,6 +214,9 @@ pub struct Proposer {
     prepare_sent_at: u64,
     next_slot: Slot,
     inflight: BTreeMap<Slot, InFlight>,
+    /// Slots a new leader's phase 1 left it to (re-)propose, not yet sent:
+    /// they go out `RECOVERY_WINDOW` at a time, before any new command.
+    recovering: BTreeMap<Slot, Value>,
     queue: VecDeque<Command>,
     /// `(client, seq)` of every command queued or in flight under this
     /// leadership: replicas retry, and a retry of a command we already hold
@@ -251,6 +263,7 @@ impl Proposer {
             prepare_sent_at: 0,
             next_slot: 0,
             inflight: BTreeMap::new(),
+            recovering: BTreeMap::new(),
             queue: VecDeque::new(),
             holding: BTreeSet::new(),
             reads_waiting: Vec::new(),
@@ -327,10 +340,11 @@ impl Proposer {
                 }
             }
             ProposerMsg::Chosen { slot } => {
+                // `mark_chosen` may itself finish this slot and others
+                // (all below the new first unchosen), so refill regardless.
                 self.mark_chosen(slot);
-                if self.finish_slot(slot) {
-                    self.fill_window(&mut out);
-                }
+                self.finish_slot(slot);
+                self.fill_window(&mut out);
             }
         }
         out
@@ -449,6 +463,7 @@ impl Proposer {
         self.leader = None;
         self.promises.clear();
         self.inflight.clear();
+        self.recovering.clear();
         self.prepare_sent_at = self.now;
         self.reset_deadline();
         tracing_debug(&self.me, "candidate", &self.ballot);
@@ -513,13 +528,12 @@ impl Proposer {
         self.heard.clear();
         self.next_slot = end;
         tracing_debug(&self.me, "leader", &self.ballot);
-        for slot in self.first_unchosen..end {
-            if self.chosen_above.contains(&slot) {
-                continue;
-            }
-            let value = found.remove(&slot).map_or(Value::Noop, |(_, v)| v);
-            self.send_accept(slot, value, out);
-        }
+        // Every slot below `end` counts as proposed by us from here on (the
+        // read index relies on it); `fill_window` paces the sending.
+        self.recovering = (self.first_unchosen..end)
+            .filter(|slot| !self.chosen_above.contains(slot))
+            .map(|slot| (slot, found.remove(&slot).map_or(Value::Noop, |(_, v)| v)))
+            .collect();
         self.send_heartbeats(out);
         self.fill_window(out);
     }
@@ -725,9 +739,12 @@ impl Proposer {
         }
         self.phase = Phase::Follower;
         self.leader = (higher.node != self.me).then(|| higher.node.clone());
+        let recovering = std::mem::take(&mut self.recovering).into_values();
         let unfinished: Vec<Command> = std::mem::take(&mut self.inflight)
             .into_values()
-            .flat_map(|f| f.value.commands().to_vec())
+            .map(|f| f.value)
+            .chain(recovering)
+            .flat_map(|v| v.commands().to_vec())
             .collect();
         for c in unfinished.into_iter().rev() {
             self.queue.push_front(c);
@@ -922,6 +939,19 @@ impl Proposer {
 
     fn fill_window(&mut self, out: &mut Output) {
         while self.phase == Phase::Leader
+            && self.inflight.len() < self.cfg.window.max(RECOVERY_WINDOW)
+        {
+            let Some((slot, value)) = self.recovering.pop_first() else {
+                break;
+            };
+            if slot >= self.first_unchosen && !self.chosen_above.contains(&slot) {
+                self.send_accept(slot, value, out);
+            }
+        }
+        if !self.recovering.is_empty() {
+            return;
+        }
+        while self.phase == Phase::Leader
             && self.inflight.len() < self.cfg.window
             && !self.queue.is_empty()
         {
@@ -981,6 +1011,7 @@ impl Proposer {
         for slot in done {
             self.finish_slot(slot);
         }
+        self.recovering = self.recovering.split_off(&self.first_unchosen);
     }
 }
 

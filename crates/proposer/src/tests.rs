@@ -163,6 +163,77 @@ fn new_leader_reproposes_highest_ballot_values_and_fills_gaps() {
 }
 
 #[test]
+fn a_long_phase_1_is_reproposed_a_window_at_a_time_before_new_commands() {
+    // A proposer that lost its progress wins and finds 300 accepted slots:
+    // they go out RECOVERY_WINDOW at a time, not all at once, and new
+    // commands wait behind them.
+    let mut p = proposer();
+    let v = |x| Value::Batch(vec![cmd(x)]);
+    let found: Vec<PromiseEntry> = (0..300)
+        .map(|slot| PromiseEntry {
+            slot,
+            ballot: b(1, "p2"),
+            value: v(slot),
+        })
+        .collect();
+    let out = elect(&mut p, vec![found.clone(), found]);
+    assert!(p.is_leader());
+    let first = accepts(&out);
+    assert_eq!(first.len(), RECOVERY_WINDOW);
+    assert_eq!(
+        first.keys().next_back(),
+        Some(&(RECOVERY_WINDOW as Slot - 1))
+    );
+    let out = p.handle(
+        n("r1"),
+        ProposerMsg::Propose {
+            commands: vec![cmd(999)],
+        },
+    );
+    assert!(accepts(&out).is_empty(), "new commands wait for recovery");
+    // A read index covers every slot phase 1 found, sent or not.
+    let out = p.handle(n("r1"), ProposerMsg::ReadIndex { ids: vec![1] });
+    let round = confirms(&out)[0].2;
+    let ballot = p.ballot().clone();
+    let answers: Vec<_> = ["a1", "a2"]
+        .into_iter()
+        .flat_map(|a| {
+            let out = p.handle(
+                n(a),
+                ProposerMsg::Confirmed {
+                    ballot: ballot.clone(),
+                    round,
+                },
+            );
+            read_answers(&out)
+        })
+        .collect();
+    assert_eq!(answers, vec![(n("r1"), vec![1], 300)]);
+    let mut sent: BTreeMap<Slot, Value> = first;
+    let mut slot = 0;
+    while slot < 301 && sent.contains_key(&slot) {
+        for a in ["a1", "a2"] {
+            let out = p.handle(
+                n(a),
+                ProposerMsg::Accepted {
+                    ballot: ballot.clone(),
+                    slot,
+                },
+            );
+            for (s, v) in accepts(&out) {
+                assert!(sent.insert(s, v).is_none(), "slot {s} sent twice");
+            }
+        }
+        assert!(p.inflight() <= RECOVERY_WINDOW);
+        slot += 1;
+    }
+    assert_eq!(slot, 301, "every slot went out, then the new command's");
+    assert_eq!(sent.get(&299), Some(&v(299)));
+    assert_eq!(sent.get(&300), Some(&Value::Batch(vec![cmd(999)])));
+    assert_eq!(p.first_unchosen(), 301);
+}
+
+#[test]
 fn promise_needs_a_majority_of_distinct_acceptors() {
     let mut p = proposer();
     let ballot = run_to_candidate(&mut p);

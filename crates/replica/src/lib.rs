@@ -212,7 +212,14 @@ struct Download {
     total: u64,
     buf: Vec<u8>,
     asked_at: u64,
+    /// Requests re-sent since the last chunk arrived. A lost chunk is asked
+    /// for again from the same peer and offset: starting over elsewhere
+    /// would make a large snapshot on a lossy link never finish.
+    resent: u32,
 }
+
+/// Times a stalled download re-asks its peer before trying another.
+const DOWNLOAD_RESENDS: u32 = 3;
 
 struct Pending {
     command: Command,
@@ -734,6 +741,7 @@ impl<S: StateMachine> Replica<S> {
             total: 0,
             buf: Vec::new(),
             asked_at: self.now,
+            resent: 0,
         });
         out.send.push((
             peer,
@@ -796,17 +804,20 @@ impl<S: StateMachine> Replica<S> {
             d.slot = slot;
             d.total = total;
         }
-        if slot != d.slot
-            || total != d.total
-            || offset != d.buf.len() as u64
-            || d.buf.len() as u64 + data.len() as u64 > total
-        {
-            // The peer took a newer snapshot mid-transfer: start over.
+        if slot == d.slot && total == d.total && offset != d.buf.len() as u64 {
+            // A duplicate, or the answer to a request we re-sent after
+            // its first answer came late: we have this chunk already.
+            return;
+        }
+        if slot != d.slot || total != d.total || offset + data.len() as u64 > total {
+            // The peer no longer serves the snapshot we were reading (or
+            // sent nonsense): start over.
             self.download = None;
             return;
         }
         d.buf.extend_from_slice(&data);
         d.asked_at = self.now;
+        d.resent = 0;
         if (d.buf.len() as u64) < total {
             let offset = d.buf.len() as u64;
             out.send.push((
@@ -903,12 +914,22 @@ impl<S: StateMachine> Replica<S> {
             self.reads.redirects = 0;
             self.ask_read_index(&mut out);
         }
-        if self
-            .download
-            .as_ref()
-            .is_some_and(|d| self.now - d.asked_at > 2 * retry_after)
-        {
-            self.download = None;
+        if let Some(d) = self.download.as_mut() {
+            if self.now - d.asked_at > retry_after {
+                if d.resent < DOWNLOAD_RESENDS {
+                    d.resent += 1;
+                    d.asked_at = self.now;
+                    out.send.push((
+                        d.peer.clone(),
+                        Message::Replica(ReplicaMsg::SnapshotRequest {
+                            slot: d.slot,
+                            offset: d.buf.len() as u64,
+                        }),
+                    ));
+                } else {
+                    self.download = None;
+                }
+            }
         }
         if self.download.is_none()
             && self.need_snapshot.is_some_and(|b| self.slot_out < b)

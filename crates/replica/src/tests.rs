@@ -366,6 +366,52 @@ fn a_replica_behind_compaction_installs_a_peer_snapshot_in_chunks() {
 }
 
 #[test]
+fn a_lost_chunk_is_asked_for_again_and_a_duplicate_is_ignored() {
+    let cfg = small_snapshots();
+    let retry = cfg.retry_ticks;
+    let mut ahead = Replica::new(&n("r2"), &topology(), cfg.clone(), Log::default());
+    for slot in 0..4 {
+        if let Some(s) = decide(&mut ahead, slot, vec![cmd(9, slot + 1, 100 + slot)]).snapshot {
+            ahead.snapshot_durable(s);
+        }
+    }
+    let mut behind = Replica::new(&n("r1"), &topology(), cfg, Log::default());
+    let serve = |ahead: &mut Replica<Log>, out: Vec<(NodeId, Message)>| -> Vec<ReplicaMsg> {
+        out.into_iter()
+            .filter_map(|(to, m)| match m {
+                Message::Replica(rm @ ReplicaMsg::SnapshotRequest { .. }) if to == n("r2") => {
+                    Some(rm)
+                }
+                _ => None,
+            })
+            .flat_map(|rm| ahead.handle(n("r1"), rm).send)
+            .filter_map(|(_, m)| match m {
+                Message::Replica(c @ ReplicaMsg::SnapshotChunk { .. }) => Some(c),
+                _ => None,
+            })
+            .collect()
+    };
+    let out = behind.handle(n("l1"), ReplicaMsg::Compacted { below: 4 });
+    let first = serve(&mut ahead, out.send);
+    let out = behind.handle(n("r2"), first[0].clone());
+    let second = serve(&mut ahead, out.send);
+    // The second chunk is lost. The stalled download re-asks the same peer
+    // at the same offset rather than starting over elsewhere.
+    let mut resent = Vec::new();
+    for _ in 0..=retry + 1 {
+        resent.extend(serve(&mut ahead, behind.tick().send));
+    }
+    assert_eq!(resent, second, "the lost chunk, asked for again");
+    let out = behind.handle(n("r2"), resent[0].clone());
+    // A late copy of a chunk already taken changes nothing.
+    let dup = behind.handle(n("r2"), first[0].clone());
+    assert!(dup.send.is_empty(), "{:?}", dup.send);
+    let (_, _) = pump(&mut behind, &mut ahead, out.send, n("r1"));
+    assert_eq!(behind.slot_out(), 4);
+    assert_eq!(behind.state().0, vec![100, 101, 102, 103]);
+}
+
+#[test]
 fn a_download_survives_newer_snapshots_on_the_serving_side() {
     let cfg = small_snapshots();
     let mut ahead = Replica::new(&n("r2"), &topology(), cfg.clone(), Log::default());

@@ -277,3 +277,34 @@ fn regression_read_index_past_an_abandoned_slot() {
         },
     );
 }
+
+/// 20,000-tick runs (20× the default chaos). A proposer restarted with no
+/// progress won while the old leader was down and re-proposed all 2,505
+/// slots its acceptors held, resending every one each retransmit interval:
+/// a message storm. Re-proposals now go out `RECOVERY_WINDOW` at a time.
+#[test]
+fn regression_a_long_phase_1_is_paced() {
+    must_pass(
+        52_000_824,
+        SimOptions {
+            chaos_ticks: 20_000,
+            ..SimOptions::default()
+        },
+    );
+}
+
+/// A replica 21,000 slots behind downloaded a 120-chunk snapshot; any lost
+/// chunk made it start over from byte 0 at another peer, so on a 1 % lossy
+/// network it never finished, and its clients' retries filled the log with
+/// duplicates. A stalled download now re-asks the same peer and offset, and
+/// a duplicate chunk no longer restarts it.
+#[test]
+fn regression_a_long_snapshot_download_survives_a_lost_chunk() {
+    must_pass(
+        52_000_041,
+        SimOptions {
+            chaos_ticks: 20_000,
+            ..SimOptions::default()
+        },
+    );
+}
