@@ -39,7 +39,7 @@ esac
 [ -f "$config" ] || die "no such config: $config"
 name=$(basename "$config" .toml)
 rundir=$root/run/$name
-mkdir -p "$rundir/pids" "$rundir/logs" "$rundir/data"
+mkdir -p "$rundir/pids" "$rundir/logs"
 
 build() {
     if [ -z "${SYNOD_BIN:-}" ]; then
@@ -130,6 +130,14 @@ case "${1:-}" in
 up)
     build
     echo "$config" >run/current-config
+    if [ ! -d "$rundir/data" ]; then
+        # A new cluster: each node's data directory is set up once. Later
+        # `up`s and `start`s reuse it, and a node whose acceptor log has
+        # gone missing refuses to start rather than forget its promises.
+        for id in $(node_ids); do
+            SYNOD_DATA_ROOT="$rundir/data" "$bin" init --config "$config" --id "$id" >/dev/null
+        done
+    fi
     for id in $(node_ids); do start_node "$id"; done
     wait_leader
     for id in $(node_ids); do

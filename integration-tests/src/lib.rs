@@ -156,10 +156,32 @@ impl Cluster {
                 .collect(),
         };
         let ids: Vec<String> = c.nodes.keys().cloned().collect();
+        for id in &ids {
+            c.init_node(id)?;
+        }
         for id in ids {
             c.start_node(&id)?;
         }
         Ok(c)
+    }
+
+    /// `synod init` for node `id`: its first start needs it, a restart
+    /// must not (the node refuses to run without its acceptor log).
+    pub fn init_node(&self, id: &str) -> Result<()> {
+        let out = Command::new(&self.bin)
+            .args(["init", "--config"])
+            .arg(&self.config_path)
+            .args(["--id", id])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .with_context(|| format!("running {} init", self.bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "synod init {id} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
     }
 
     /// Starts (or restarts) node `id`. Its stderr is appended to

@@ -75,7 +75,10 @@ pub fn start_node(
     id: &str,
     seen: Arc<Mutex<Vec<(Slot, usize)>>>,
 ) -> Result<NodeContext, NodeError> {
+    // The example's nodes start from fresh directories; a deployment runs
+    // `synod init` once per node instead (see `synod_node::init`).
     NodeBuilder::new(cfg, id, Counter::default())
+        .create_if_missing(true)
         .with_extension(move |ctx| {
             if let Some(learner) = &ctx.learner {
                 let log = DecisionLog { seen }.start();

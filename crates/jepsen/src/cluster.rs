@@ -6,7 +6,7 @@
 //! `SYNOD.STATUS` queries.
 
 use crate::net;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -204,6 +204,35 @@ impl Cluster {
             self.nodes[i].children[k] = Some(child);
         }
         self.nodes[i].paused = false;
+        Ok(())
+    }
+
+    /// `synod init` for every process, once, before the first start. The
+    /// nemesis restarts processes later with their data kept; one whose
+    /// acceptor log went missing would refuse to run, as it should.
+    pub fn init_all(&self) -> Result<()> {
+        for id in self
+            .nodes
+            .iter()
+            .flat_map(|n| n.procs.iter().map(|p| &p.id))
+        {
+            let mut cmd = Command::new(&self.bin);
+            cmd.args(["init", "--config"])
+                .arg(&self.config)
+                .args(["--id", id]);
+            for (k, _) in std::env::vars() {
+                if k.starts_with("SYNOD_") {
+                    cmd.env_remove(k);
+                }
+            }
+            let out = cmd.output().with_context(|| format!("cannot init {id}"))?;
+            if !out.status.success() {
+                bail!(
+                    "synod init {id} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
         Ok(())
     }
 

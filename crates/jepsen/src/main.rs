@@ -181,6 +181,7 @@ fn run(args: &Args) -> Result<bool> {
     let config = dir.join("cluster.toml");
     cluster::write_config(&config, args.nodes, args.layout, &dir.join("data"))?;
     let mut c = Cluster::new(bin, config, logs.clone(), args.nodes, args.layout);
+    c.init_all()?;
     c.start_all()?;
     let Some(ready) = probe_write(&c, Duration::from_secs(30), "setup") else {
         bail!(

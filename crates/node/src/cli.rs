@@ -39,6 +39,15 @@ enum Cmd {
         #[arg(long)]
         id: String,
     },
+    /// Set up node ID's data directory for its first start (an empty
+    /// acceptor log and an identity file). Refuses if it was set up before:
+    /// a node that lost its acceptor log must not rejoin with an empty one.
+    Init {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        id: String,
+    },
     /// Validate a config file and print its topology.
     CheckConfig {
         #[arg(long)]
@@ -95,6 +104,29 @@ pub fn main() -> ExitCode {
             }
         },
         Cmd::Node { config, id } => run_node(config, id),
+        Cmd::Init { config, id } => {
+            let cfg = match ClusterConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("synod: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match crate::init(&cfg, &id) {
+                Ok(dir) => {
+                    out!("node {id} set up in {}", dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("synod: init {id}: {e}");
+                    ExitCode::from(if matches!(e, NodeError::Config(_)) {
+                        EXIT_CONFIG
+                    } else {
+                        1
+                    })
+                }
+            }
+        }
         Cmd::Inspect { data_dir } => inspect(&data_dir),
     }
 }
@@ -103,7 +135,7 @@ pub fn main() -> ExitCode {
 fn inspect(dir: &std::path::Path) -> ExitCode {
     let mut ok = true;
     out!("data dir: {}", dir.display());
-    if dir.join("acceptor.log").exists() {
+    if dir.join(synod_storage::LOG_NAME).exists() {
         match synod_storage::inspect_log(dir) {
             Ok(r) => {
                 let st = &r.state;

@@ -12,6 +12,7 @@ pub mod config;
 pub use config::{ClusterConfig, ConfigError, NodeConfig};
 
 use actix::prelude::*;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use synod_acceptor::actor::AcceptorActor;
 use synod_acceptor::Acceptor;
@@ -21,7 +22,7 @@ use synod_proposer::actor::ProposerActor;
 use synod_proposer::{Proposer, ProposerConfig};
 use synod_replica::actor::{ReplicaActor, ReplicaHandle, SetStatusExtra};
 use synod_replica::{Replica, ReplicaConfig};
-use synod_storage::{AcceptorStorage, FileStorage, SnapshotStore};
+use synod_storage::{AcceptorStorage, DataDirIdentity, FileStorage, SnapshotStore, LOG_NAME};
 use synod_transport::{LocalRoles, Register, Router, TransportConfig};
 use synod_types::{NodeId, Role, SplitMix64, StateMachine};
 
@@ -62,6 +63,35 @@ pub struct NodeBuilder<S: StateMachine + Unpin> {
     state_machine: S,
     extensions: Vec<Extension>,
     seed: Option<u64>,
+    create_if_missing: bool,
+}
+
+/// Sets up the data directory of node `id` for its first start: the
+/// directory, its identity file and, for an acceptor, an empty log. Refuses
+/// if the node was set up before. Returns the directory.
+///
+/// This is a separate step on purpose. An acceptor must never forget what
+/// it promised or accepted, so a node started without its log cannot tell
+/// "new" from "lost everything"; only the operator can, once, here.
+pub fn init(cfg: &ClusterConfig, id: &str) -> Result<PathBuf, NodeError> {
+    let node = cfg.node(id).map_err(NodeError::Config)?;
+    let dir = cfg.data_dir(node);
+    let identity = DataDirIdentity::new(&cfg.cluster_id, &node.id);
+    identity.check(&dir)?;
+    if DataDirIdentity::read(&dir)?.is_some() {
+        // Set up before, whatever is left of it now.
+        return Err(synod_storage::StorageError::Exists {
+            path: DataDirIdentity::path(&dir),
+        }
+        .into());
+    }
+    if node.has(Role::Acceptor) {
+        FileStorage::create(&dir)?;
+    } else {
+        synod_storage::create_dir_durably(&dir)?;
+    }
+    identity.write(&dir)?;
+    Ok(dir)
 }
 
 impl<S: StateMachine + Unpin> NodeBuilder<S> {
@@ -72,7 +102,16 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             state_machine,
             extensions: Vec::new(),
             seed: None,
+            create_if_missing: false,
         }
+    }
+
+    /// Runs [`init`] first if this node's data directory was never set up
+    /// (embedders and tests that start from fresh directories). Off by
+    /// default: a node whose acceptor log is missing refuses to start.
+    pub fn create_if_missing(mut self, yes: bool) -> Self {
+        self.create_if_missing = yes;
+        self
     }
 
     /// Runs `f` once every role of this node has started.
@@ -116,10 +155,20 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
 
         let topology = cfg.topology();
 
+        let dir = cfg.data_dir(&node);
+        let identity = DataDirIdentity::new(&cfg.cluster_id, &node.id);
+        identity.check(&dir)?;
+        let set_up = DataDirIdentity::read(&dir)?.is_some() || dir.join(LOG_NAME).exists();
+        if self.create_if_missing && !set_up {
+            init(&cfg, &self.id)?;
+        }
         let mut acceptor_stats = None;
         let acceptor = if node.has(Role::Acceptor) {
-            let dir = cfg.data_dir(&node);
             let mut storage = FileStorage::open(&dir)?;
+            if DataDirIdentity::read(&dir)?.is_none() {
+                // Set up before identity files existed: claim it now.
+                identity.write(&dir)?;
+            }
             let recovered = storage.load()?;
             tracing::info!(node = %me, dir = %dir.display(), promised = ?recovered.promised,
                 accepted = recovered.accepted.len(), "acceptor recovered");
@@ -130,6 +179,12 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             acceptor_stats = Some(actor.stats());
             Some(actor.start())
         } else {
+            // Nothing here that peers cannot give back, so no `init` needed;
+            // the identity still keeps another node's files out.
+            if DataDirIdentity::read(&dir)?.is_none() {
+                synod_storage::create_dir_durably(&dir)?;
+                identity.write(&dir)?;
+            }
             None
         };
         let proposer = node.has(Role::Proposer).then(|| {

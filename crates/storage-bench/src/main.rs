@@ -84,7 +84,10 @@ impl Engine {
 
     fn open(self, dir: &Path) -> Result<Box<dyn Writer>> {
         Ok(match self {
-            Engine::File => Box::new(FileStorage::open(dir)?),
+            Engine::File if dir.join(synod_storage::LOG_NAME).exists() => {
+                Box::new(FileStorage::open(dir)?)
+            }
+            Engine::File => Box::new(FileStorage::create(dir)?),
             Engine::Redb => Box::new(RedbWriter::open(dir)?),
             Engine::Fjall => Box::new(FjallWriter::open(dir)?),
             Engine::Prealloc => Box::new(PreallocLog::open(dir)?),

@@ -92,6 +92,27 @@ fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// File name of the acceptor's log inside its data directory.
+pub const LOG_NAME: &str = "acceptor.log";
+
+/// Creates `dir` and any missing parents, syncing each parent whose entry
+/// changed, so a crash cannot take back a directory we then wrote into.
+pub fn create_dir_durably(dir: &Path) -> Result<(), StorageError> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d);
+        at = d.parent();
+    }
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    for d in missing {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -99,25 +120,51 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 }
 
 impl FileStorage {
-    /// Opens (creating if needed) `dir/acceptor.log`, reads it, zeroes a torn
-    /// final write and upgrades an older format. Corruption inside the
-    /// durable prefix is an error naming the file and offset.
-    pub fn open(dir: &Path) -> Result<FileStorage, StorageError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let path = dir.join("acceptor.log");
+    /// Creates `dir/acceptor.log` for an acceptor that has never run, and
+    /// refuses if one exists. Kept apart from [`FileStorage::open`] on
+    /// purpose: an acceptor that silently started over with an empty log
+    /// after losing its old one would break the promises it made (see
+    /// [`StorageError::Missing`]).
+    pub fn create(dir: &Path) -> Result<FileStorage, StorageError> {
+        create_dir_durably(dir)?;
+        let path = dir.join(LOG_NAME);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(false)
+            .create_new(true)
             .open(&path)
-            .map_err(io_err(&path))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => StorageError::Exists { path: path.clone() },
+                _ => io_err(&path)(e),
+            })?;
+        file.write_all_at(&header(), 0).map_err(io_err(&path))?;
+        file.sync_all().map_err(io_err(&path))?;
+        // The new directory entry must be durable too, or a crash could
+        // lose the whole file after we already acted on its contents.
+        sync_dir(dir)?;
+        drop(file);
+        FileStorage::open(dir)
+    }
+
+    /// Opens an existing `dir/acceptor.log`, reads it, zeroes a torn final
+    /// write and upgrades an older format. Corruption inside the durable
+    /// prefix is an error naming the file and offset; a missing log is
+    /// [`StorageError::Missing`].
+    pub fn open(dir: &Path) -> Result<FileStorage, StorageError> {
+        let path = dir.join(LOG_NAME);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StorageError::Missing { path: path.clone() },
+                _ => io_err(&path)(e),
+            })?;
         if file.metadata().map_err(io_err(&path))?.len() == 0 {
+            // Created but never given its header (a crash inside `create`,
+            // before anything was acknowledged): finish the job.
             file.write_all_at(&header(), 0).map_err(io_err(&path))?;
             file.sync_all().map_err(io_err(&path))?;
-            // The new directory entry must be durable too, or a crash could
-            // lose the whole file after we already acted on its contents.
-            sync_dir(dir)?;
         }
         let scan = scan(&path)?;
         let mut state = AcceptorState::default();
@@ -216,7 +263,7 @@ pub struct LogReport {
 /// Reads `dir/acceptor.log` read-only. Corruption inside the durable
 /// prefix is an error naming the file and offset, exactly as at startup.
 pub fn inspect_log(dir: &Path) -> Result<LogReport, StorageError> {
-    let path = dir.join("acceptor.log");
+    let path = dir.join(LOG_NAME);
     let scan = scan(&path)?;
     let mut state = AcceptorState::default();
     let n = scan.records.len();
@@ -429,7 +476,7 @@ mod tests {
 
     /// A log with promises 1 and 2, closed; returns its report.
     fn two_promises(dir: &Path) -> LogReport {
-        let mut s = FileStorage::open(dir).unwrap();
+        let mut s = FileStorage::create(dir).unwrap();
         s.append(&[promise(1), promise(2)]).unwrap();
         s.sync().unwrap();
         drop(s);
@@ -441,6 +488,31 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         f(&mut bytes);
         std::fs::write(&path, bytes).unwrap();
+    }
+
+    #[test]
+    fn open_never_creates_and_create_never_reuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("data/n1");
+        assert!(matches!(
+            FileStorage::open(&node),
+            Err(StorageError::Missing { .. })
+        ));
+        assert!(!node.exists(), "a failed open leaves nothing behind");
+        FileStorage::create(&node).unwrap();
+        assert!(matches!(
+            FileStorage::create(&node),
+            Err(StorageError::Exists { .. })
+        ));
+        assert_eq!(
+            FileStorage::open(&node)
+                .unwrap()
+                .load()
+                .unwrap()
+                .promised
+                .round,
+            0
+        );
     }
 
     #[test]

@@ -34,10 +34,12 @@
 //! dead records dominate (`AcceptorStorage::rewrite`), atomically by rename.
 
 mod file;
+mod identity;
 mod mem;
 mod snapshot;
 
-pub use file::{inspect_log, FileStorage, LogReport};
+pub use file::{create_dir_durably, inspect_log, FileStorage, LogReport, LOG_NAME};
+pub use identity::DataDirIdentity;
 pub use mem::MemStorage;
 pub use snapshot::SnapshotStore;
 
@@ -141,6 +143,18 @@ pub enum StorageError {
     },
     #[error("encode: {0}")]
     Encode(String),
+    /// Paxos assumes an acceptor never forgets. One whose log is gone must
+    /// not start over with an empty one: it could accept what it promised
+    /// to refuse, or leave a chosen value without a majority.
+    #[error(
+        "{path}: no acceptor log. A node that never ran is set up with `synod init`; \
+         a node whose log was lost must not rejoin with an empty one"
+    )]
+    Missing { path: PathBuf },
+    #[error("{path}: already exists; `synod init` only sets up a node that never ran")]
+    Exists { path: PathBuf },
+    #[error("{path}: {reason}")]
+    Identity { path: PathBuf, reason: String },
 }
 
 /// Where an acceptor's records go. `append` may buffer; only after `sync`
@@ -258,6 +272,7 @@ mod tests {
     #[test]
     fn file_storage_conforms() {
         let dir = tempfile::tempdir().unwrap();
+        FileStorage::create(dir.path()).unwrap();
         conformance(|| FileStorage::open(dir.path()).unwrap());
     }
 
