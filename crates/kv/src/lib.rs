@@ -127,9 +127,59 @@ pub enum KvOutput {
     Pipeline(#[serde(deserialize_with = "flat")] Vec<KvOutput>),
 }
 
+/// Most value bytes one reply may carry (an `MGET`, or all the reads of a
+/// pipeline together). Every replica keeps each client's last reply for
+/// retries, so without a bound a few bytes of `MGET big big big ...` would
+/// make every node hold gigabytes. The check depends only on the state, so
+/// every replica refuses the same commands.
+pub const MAX_REPLY_BYTES: usize = 64 << 20;
+
+fn reply_too_large(bytes: usize) -> KvOutput {
+    KvOutput::Error(format!(
+        "ERR reply of {bytes} bytes exceeds the {MAX_REPLY_BYTES}-byte limit"
+    ))
+}
+
+/// Parses an integer argument or stored value the way Redis does
+/// (`string2ll`): an optional `-`, then digits without leading zeros, and
+/// nothing else; `+5`, `007`, `-0` and ` 5` are not integers.
+pub fn parse_int(bytes: &[u8]) -> Option<i64> {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let negative = digits.len() < bytes.len();
+    match digits {
+        [] => return None,
+        [b'0'] if !negative => return Some(0),
+        [first, ..] if !(b'1'..=b'9').contains(first) => return None,
+        _ => {}
+    }
+    // Accumulate towards the negative side, which holds i64::MIN.
+    let mut n: i64 = 0;
+    for d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if negative {
+        Some(n)
+    } else {
+        n.checked_neg()
+    }
+}
+
 impl KvOutput {
     fn from_option(value: Option<Bytes>) -> Self {
         value.map_or(KvOutput::Nil, KvOutput::Value)
+    }
+
+    /// Value bytes this output carries.
+    pub fn value_bytes(&self) -> usize {
+        match self {
+            KvOutput::Value(v) => v.len(),
+            KvOutput::Values(vs) => vs.iter().flatten().map(Bytes::len).sum(),
+            KvOutput::Pipeline(outs) => outs.iter().map(KvOutput::value_bytes).sum(),
+            KvOutput::Ok | KvOutput::Nil | KvOutput::Int(_) | KvOutput::Error(_) => 0,
+        }
     }
 
     fn count(n: usize) -> Self {
@@ -203,15 +253,22 @@ impl StateMachine for KvStore {
             | KvCommand::Exists { .. }
             | KvCommand::MGet { .. }
             | KvCommand::DbSize => KvOutput::Error("ERR internal: read not answered".into()),
-            KvCommand::Pipeline(commands) => KvOutput::Pipeline(
-                commands
-                    .into_iter()
-                    .map(|c| match c {
-                        KvCommand::Pipeline(_) => nested_pipeline(),
-                        c => self.apply(c),
-                    })
-                    .collect(),
-            ),
+            KvCommand::Pipeline(commands) => {
+                let mut budget = ReplyBudget::default();
+                KvOutput::Pipeline(
+                    commands
+                        .into_iter()
+                        .map(|c| match c {
+                            KvCommand::Pipeline(_) => nested_pipeline(),
+                            c if self.is_read_only(&c) => budget.admit(self.apply(c)),
+                            // A write (`SET ... GET`) is applied whatever
+                            // its reply costs; past the budget the client
+                            // is told so instead of getting the old value.
+                            c => budget.admit_write(self.apply(c)),
+                        })
+                        .collect(),
+                )
+            }
             KvCommand::Set {
                 key,
                 value,
@@ -234,9 +291,7 @@ impl StateMachine for KvStore {
             KvCommand::Incr { key, by } => {
                 let current = match self.data.get(&key) {
                     None => Some(0),
-                    Some(v) => std::str::from_utf8(v)
-                        .ok()
-                        .and_then(|s| s.parse::<i64>().ok()),
+                    Some(v) => parse_int(v),
                 };
                 match current.map(|c| c.checked_add(by)) {
                     None => KvOutput::Error("ERR value is not an integer or out of range".into()),
@@ -259,15 +314,26 @@ impl StateMachine for KvStore {
                 KvOutput::count(keys.iter().filter(|k| self.data.contains_key(*k)).count())
             }
             KvCommand::MGet { keys } => {
+                let found: usize = keys
+                    .iter()
+                    .filter_map(|k| self.data.get(k))
+                    .map(Bytes::len)
+                    .sum();
+                if found > MAX_REPLY_BYTES {
+                    return Some(reply_too_large(found));
+                }
                 KvOutput::Values(keys.iter().map(|k| self.data.get(k).cloned()).collect())
             }
             KvCommand::DbSize => KvOutput::count(self.data.len()),
-            KvCommand::Pipeline(commands) if self.is_read_only(command) => KvOutput::Pipeline(
-                commands
-                    .iter()
-                    .map(|c| self.query(c).unwrap_or_else(nested_pipeline))
-                    .collect(),
-            ),
+            KvCommand::Pipeline(commands) if self.is_read_only(command) => {
+                let mut budget = ReplyBudget::default();
+                KvOutput::Pipeline(
+                    commands
+                        .iter()
+                        .map(|c| budget.admit(self.query(c).unwrap_or_else(nested_pipeline)))
+                        .collect(),
+                )
+            }
             KvCommand::Pipeline(_)
             | KvCommand::Set { .. }
             | KvCommand::Del { .. }
@@ -323,6 +389,37 @@ impl StateMachine for KvStore {
             synod_codec::decode(snapshot).map_err(|e| format!("kv snapshot: {e}"))?;
         self.data = entries.into_iter().collect();
         Ok(())
+    }
+}
+
+/// [`MAX_REPLY_BYTES`] shared by the outputs of one pipeline, in order.
+#[derive(Default)]
+struct ReplyBudget {
+    used: usize,
+}
+
+impl ReplyBudget {
+    /// `output` if it fits, else the total it would have made.
+    fn take(&mut self, output: KvOutput) -> Result<KvOutput, usize> {
+        let total = self.used + output.value_bytes();
+        if total > MAX_REPLY_BYTES {
+            return Err(total);
+        }
+        self.used = total;
+        Ok(output)
+    }
+
+    fn admit(&mut self, output: KvOutput) -> KvOutput {
+        self.take(output).unwrap_or_else(reply_too_large)
+    }
+
+    fn admit_write(&mut self, output: KvOutput) -> KvOutput {
+        self.take(output).unwrap_or_else(|total| {
+            KvOutput::Error(format!(
+                "ERR applied, but its reply would make {total} bytes, past the \
+                 {MAX_REPLY_BYTES}-byte limit"
+            ))
+        })
     }
 }
 
@@ -470,6 +567,64 @@ mod tests {
         let mut b = KvStore::new();
         b.restore(&image).unwrap();
         assert_eq!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn integers_parse_as_redis_parses_them() {
+        for (text, want) in [
+            ("0", Some(0)),
+            ("7", Some(7)),
+            ("-12", Some(-12)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("+5", None),
+            ("007", None),
+            ("-0", None),
+            ("-", None),
+            ("", None),
+            (" 5", None),
+            ("5 ", None),
+            ("1e3", None),
+        ] {
+            assert_eq!(parse_int(text.as_bytes()), want, "{text:?}");
+        }
+        let mut kv = KvStore::new();
+        kv.apply(set("n", "007", SetCond::Always, false));
+        let incr = KvCommand::Incr { key: b("n"), by: 1 };
+        assert!(matches!(kv.apply(incr), KvOutput::Error(e) if e.contains("not an integer")));
+    }
+
+    #[test]
+    fn replies_past_the_limit_are_refused_the_same_on_every_replica() {
+        let mut kv = KvStore::new();
+        let big = Bytes::from(vec![b'x'; 16 << 20]);
+        kv.apply(KvCommand::Set {
+            key: b("big"),
+            value: big,
+            cond: SetCond::Always,
+            get_old: false,
+        });
+        let mget = |n| KvCommand::MGet {
+            keys: vec![b("big"); n],
+        };
+        assert!(matches!(kv.apply(mget(4)), KvOutput::Values(v) if v.len() == 4));
+        assert!(matches!(kv.apply(mget(5)), KvOutput::Error(e) if e.contains("exceeds")));
+        // In a pipeline through the log, reads share the budget; the write
+        // after them is still applied.
+        let out = kv.apply(KvCommand::Pipeline(vec![
+            get("big"),
+            mget(3),
+            get("big"),
+            set("after", "1", SetCond::Always, false),
+        ]));
+        let KvOutput::Pipeline(outs) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(outs[0].value_bytes() + outs[1].value_bytes(), 64 << 20);
+        assert!(matches!(&outs[2], KvOutput::Error(e) if e.contains("exceeds")));
+        assert_eq!(outs[3], KvOutput::Ok);
+        assert_eq!(kv.get(b"after"), Some(&b("1")));
     }
 
     #[test]

@@ -235,12 +235,10 @@ pub fn parse_request(frame: BytesFrame) -> Request {
             } else {
                 ("decrby", -1)
             };
-            need(name, 2, Some(2)).map(|()| {
-                let by = std::str::from_utf8(&args[1])
-                    .ok()
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .and_then(|n| n.checked_mul(sign));
-                incr(&args[0], by)
+            need(name, 2, Some(2)).map(|()| match synod_kv::parse_int(&args[1]) {
+                // As Redis: -i64::MIN has no i64, so DECRBY cannot take it.
+                Some(i64::MIN) if sign < 0 => Request::Reply(error("ERR decrement would overflow")),
+                by => incr(&args[0], by.map(|n| n * sign)),
             })
         }
         b"ping" => need("ping", 0, Some(1)).map(|()| {
@@ -261,10 +259,7 @@ pub fn parse_request(frame: BytesFrame) -> Request {
         b"synod.status" => {
             need("synod.status", 0, Some(0)).map(|()| Request::Status(StatusView::Synod))
         }
-        _ => Ok(Request::Reply(error(format!(
-            "ERR unknown command '{}'",
-            printable(name)
-        )))),
+        _ => Ok(Request::Reply(error(unknown_command(name, args)))),
     };
     parsed.unwrap_or_else(|refusal| refusal)
 }
@@ -306,11 +301,25 @@ fn parse_set(args: &[Bytes]) -> Request {
     })
 }
 
+/// Redis 7's wording: the name, then the arguments quoted, up to about
+/// 128 characters of them.
+fn unknown_command(name: &[u8], args: &[Bytes]) -> String {
+    let mut shown = String::new();
+    for arg in args {
+        if shown.len() >= 128 {
+            break;
+        }
+        let arg = printable(arg);
+        let room = 128 - shown.len();
+        let cut: String = arg.chars().take(room).collect();
+        shown.push_str(&format!("'{cut}' "));
+    }
+    let name: String = printable(name).chars().take(128).collect();
+    format!("ERR unknown command '{name}', with args beginning with: {shown}")
+}
+
 fn select(db: &[u8]) -> BytesFrame {
-    match std::str::from_utf8(db)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-    {
+    match synod_kv::parse_int(db) {
         Some(0) => ok(),
         Some(_) => error("ERR DB index is out of range"),
         None => error("ERR value is not an integer or out of range"),
@@ -404,10 +413,7 @@ fn hello(args: &[Bytes]) -> Result<Request, Request> {
     let Some((version, opts)) = args.split_first() else {
         return Ok(Request::Session(SessionCmd::Hello { set_name: None }));
     };
-    match std::str::from_utf8(version)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-    {
+    match synod_kv::parse_int(version) {
         Some(2) => {}
         Some(3) => return refuse("NOPROTO this server speaks RESP2 only"),
         Some(_) => return refuse("NOPROTO unsupported protocol version"),
@@ -742,10 +748,43 @@ mod tests {
 
     #[test]
     fn unknown_commands_are_refused_safely() {
-        assert_eq!(err_text(req(&["foo", "x"])), "ERR unknown command 'foo'");
+        assert_eq!(
+            err_text(req(&["foo", "x", "y"])),
+            "ERR unknown command 'foo', with args beginning with: 'x' 'y' "
+        );
+        assert_eq!(
+            err_text(req(&["foo"])),
+            "ERR unknown command 'foo', with args beginning with: "
+        );
+        let long = "z".repeat(500);
+        let e = err_text(req(&["foo", &long, "never"]));
+        assert!(e.len() < 300 && !e.contains("never"), "{e}");
         // CR/LF from the client must not reach the error line raw.
-        let e = err_text(req(&["a\r\n+OK"]));
+        let e = err_text(req(&["a\r\n+OK", "\r\n"]));
         assert!(!e.contains('\r') && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn integer_arguments_are_as_strict_as_redis() {
+        for by in ["+5", "007", "-0", " 1", "1.0", "9223372036854775808"] {
+            assert_eq!(
+                err_text(req(&["INCRBY", "k", by])),
+                "ERR value is not an integer or out of range",
+                "{by:?}"
+            );
+        }
+        assert_eq!(
+            err_text(req(&["DECRBY", "k", "-9223372036854775808"])),
+            "ERR decrement would overflow"
+        );
+        assert!(matches!(
+            req(&["DECRBY", "k", "5"]),
+            Request::Kv(KvCommand::Incr { by: -5, .. })
+        ));
+        assert!(matches!(
+            req(&["INCRBY", "k", "-9223372036854775808"]),
+            Request::Kv(KvCommand::Incr { by: i64::MIN, .. })
+        ));
     }
 
     #[test]

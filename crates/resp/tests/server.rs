@@ -482,7 +482,7 @@ async fn unknown_commands_and_bad_arity_are_errors() {
     let mut c = h.connect().await;
     assert_eq!(
         err_text(call(&mut c, cmd(&["foo", "bar"])).await),
-        "ERR unknown command 'foo'"
+        "ERR unknown command 'foo', with args beginning with: 'bar' "
     );
     assert_eq!(
         err_text(call(&mut c, cmd(&["GET"])).await),
