@@ -42,6 +42,17 @@ fn a_node_never_starts_over_with_an_empty_acceptor_log() -> Result<()> {
     let log = c.last_log("n1");
     ensure!(log.contains("belongs to node n2"), "{log}");
 
+    // A second copy of a running node is refused at the data directory's
+    // lock, before it binds a port or touches the log.
+    let out = std::process::Command::new(BIN)
+        .args(["node", "--config"])
+        .arg(&c.config_path)
+        .args(["--id", "n3"])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "{err}");
+    ensure!(err.contains("in use by another running node"), "{err}");
+
     // The rest of the cluster is unharmed: n3 alone is no majority, so
     // bring n2 back and read the write.
     c.start_node("n2")?;

@@ -118,6 +118,8 @@ pub struct Limits {
     /// fsync per slot; costs a short stall (`tick_ms` × 5) when an acceptor
     /// of the chosen majority dies.
     pub thrifty: bool,
+    /// RESP connections a node serves at once (Redis' `maxclients`).
+    pub max_clients: usize,
 }
 
 impl Default for Limits {
@@ -134,6 +136,7 @@ impl Default for Limits {
             snapshot_chunk_bytes: 1 << 20,
             max_sessions: 100_000,
             thrifty: true,
+            max_clients: 10_000,
         }
     }
 }
@@ -240,6 +243,17 @@ impl ClusterConfig {
                     ));
                 }
             }
+            // Peers dial the address a node listens on, so it must name
+            // one host and one port.
+            if n.peer_addr.port() == 0 || n.peer_addr.ip().is_unspecified() {
+                return Err(format!(
+                    "node {}: peer_addr {} must name a host and a port peers can dial",
+                    n.id, n.peer_addr
+                ));
+            }
+            if n.client_addr.is_some_and(|a| a.port() == 0) {
+                return Err(format!("node {}: client_addr needs a port", n.id));
+            }
             if n.has(Role::Replica) && n.client_addr.is_none() {
                 return Err(format!(
                     "node {} runs a replica but has no client_addr",
@@ -258,14 +272,51 @@ impl ClusterConfig {
                 return Err(format!("no node runs a {role}"));
             }
         }
+        // Two nodes of one host (same peer IP) in one directory would
+        // overwrite each other's acceptor log.
+        for (i, a) in self.nodes.iter().enumerate() {
+            for b in &self.nodes[i + 1..] {
+                if a.peer_addr.ip() == b.peer_addr.ip() && self.data_dir(a) == self.data_dir(b) {
+                    return Err(format!(
+                        "nodes {} and {} share the data directory {}",
+                        a.id,
+                        b.id,
+                        self.data_dir(a).display()
+                    ));
+                }
+            }
+        }
         let t = &self.timing;
         if t.tick_ms == 0
             || t.heartbeat_ticks == 0
             || t.retransmit_ticks == 0
             || t.replica_retry_ticks == 0
             || t.catch_up_ticks == 0
+            || t.client_timeout_ms == 0
         {
-            return Err("timing: every tick count and tick_ms must be positive".into());
+            return Err(
+                "timing: every tick count, tick_ms and client_timeout_ms must be positive".into(),
+            );
+        }
+        // Beyond an hour a timer is a typo, and the arithmetic on ticks
+        // (deadlines, `10 × catch_up_ticks`) must not overflow.
+        const HOUR_MS: u64 = 3_600_000;
+        for (name, ticks) in [
+            ("heartbeat_ticks", t.heartbeat_ticks),
+            ("election_timeout_ticks", t.election_timeout_ticks),
+            ("retransmit_ticks", t.retransmit_ticks),
+            ("replica_retry_ticks", t.replica_retry_ticks),
+            ("catch_up_ticks", t.catch_up_ticks),
+        ] {
+            if t.tick_ms.saturating_mul(ticks) > HOUR_MS {
+                return Err(format!(
+                    "timing.{name} × tick_ms is {} ms; at most an hour is allowed",
+                    t.tick_ms.saturating_mul(ticks)
+                ));
+            }
+        }
+        if t.client_timeout_ms > HOUR_MS {
+            return Err("timing.client_timeout_ms must be at most an hour".into());
         }
         if t.election_timeout_ticks <= 2 * t.heartbeat_ticks {
             return Err(format!(
@@ -279,11 +330,26 @@ impl ClusterConfig {
             || l.max_queue == 0
             || l.peer_queue == 0
             || l.max_sessions == 0
+            || l.max_clients == 0
         {
             return Err(
-                "limits.window, max_batch, max_queue, peer_queue and max_sessions must be positive"
+                "limits.window, max_batch, max_queue, peer_queue, max_sessions and max_clients \
+                 must be positive"
                     .into(),
             );
+        }
+        const COUNT_MAX: usize = 1 << 24;
+        for (name, n) in [
+            ("window", l.window),
+            ("max_batch", l.max_batch),
+            ("max_queue", l.max_queue),
+            ("peer_queue", l.peer_queue),
+            ("max_sessions", l.max_sessions),
+            ("max_clients", l.max_clients),
+        ] {
+            if n > COUNT_MAX {
+                return Err(format!("limits.{name} ({n}) must be at most {COUNT_MAX}"));
+            }
         }
         // The largest message a node sends is a slot's batch (a single
         // client request may exceed max_batch_bytes and then fills a slot
@@ -374,6 +440,14 @@ peer_addr = "127.0.0.1:9103"
 roles = ["acceptor"]
 "#;
 
+    /// `GOOD` with `section` (a table and its keys) added.
+    fn with_section(section: &str) -> String {
+        GOOD.replace(
+            "cluster_id = \"t\"",
+            &format!("cluster_id = \"t\"\n{section}"),
+        )
+    }
+
     fn err(text: &str) -> String {
         ClusterConfig::parse(text, "x.toml")
             .unwrap_err()
@@ -414,7 +488,7 @@ roles = ["acceptor"]
                     "cluster_id = \"t\"",
                     "cluster_id = \"t\"\n[limits]\nmax_sessions = 0",
                 ),
-                "max_sessions must be positive",
+                "max_sessions and max_clients must be positive",
             ),
             (
                 GOOD.replace(
@@ -429,6 +503,33 @@ roles = ["acceptor"]
                     &format!("cluster_id = \"{}\"", "c".repeat(257)),
                 ),
                 "at most 256",
+            ),
+            (
+                GOOD.replace("127.0.0.1:9102", "0.0.0.0:9102"),
+                "peers can dial",
+            ),
+            (
+                GOOD.replace("127.0.0.1:9102", "127.0.0.1:0"),
+                "peers can dial",
+            ),
+            (
+                with_section("[timing]\nclient_timeout_ms = 0"),
+                "client_timeout_ms must be positive",
+            ),
+            (
+                with_section("[timing]\ntick_ms = 1000000000000000"),
+                "at most an hour",
+            ),
+            (
+                with_section("[limits]\npeer_queue = 4611686018427387904"),
+                "limits.peer_queue",
+            ),
+            (
+                GOOD.replace(
+                    "peer_addr = \"127.0.0.1:9103\"",
+                    "peer_addr = \"127.0.0.1:9103\"\ndata_dir = \"data/n2\"",
+                ),
+                "share the data directory",
             ),
         ];
         for (text, want) in cases {

@@ -13,6 +13,7 @@ pub use config::{ClusterConfig, ConfigError, NodeConfig};
 
 use actix::prelude::*;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use synod_acceptor::actor::AcceptorActor;
 use synod_acceptor::Acceptor;
@@ -53,6 +54,32 @@ pub struct NodeContext {
     pub acceptor: Option<Addr<AcceptorActor>>,
     pub learner: Option<Addr<LearnerActor>>,
     pub replica: Option<ReplicaHandle>,
+    /// The data directory's lock, held while any clone of the context
+    /// lives: keep one for as long as the node runs.
+    _data_lock: Arc<std::fs::File>,
+}
+
+/// Takes `dir/LOCK` for this process, so a second process of the same node
+/// (a double start, or another config naming the same directory) cannot
+/// write the same acceptor log. The lock goes with the file handle.
+fn lock_data_dir(dir: &std::path::Path) -> Result<Arc<std::fs::File>, NodeError> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| NodeError::Other(format!("{}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Arc::new(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(NodeError::Other(format!(
+            "{}: the data directory is in use by another running node",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(NodeError::Other(format!("{}: {e}", path.display())))
+        }
+    }
 }
 
 type Extension = Box<dyn FnOnce(&NodeContext) -> Result<(), NodeError>>;
@@ -138,6 +165,25 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
         let t = &cfg.timing;
         let tick = Duration::from_millis(t.tick_ms);
 
+        // The data directory first: a node that may not run (another's
+        // directory, a lost log, a second copy of itself) stops before it
+        // takes its ports.
+        let dir = cfg.data_dir(&node);
+        let identity = DataDirIdentity::new(&cfg.cluster_id, &node.id);
+        identity.check(&dir)?;
+        let set_up = DataDirIdentity::read(&dir)?.is_some() || dir.join(LOG_NAME).exists();
+        if self.create_if_missing && !set_up {
+            init(&cfg, &self.id)?;
+        }
+        if !node.has(Role::Acceptor) {
+            synod_storage::create_dir_durably(&dir)?;
+        } else if !dir.join(LOG_NAME).exists() {
+            return Err(synod_storage::StorageError::Missing {
+                path: dir.join(LOG_NAME),
+            }
+            .into());
+        }
+        let data_lock = lock_data_dir(&dir)?;
         let mut tc = TransportConfig::new(&cfg.cluster_id, me.clone());
         tc.listen = Some(node.peer_addr);
         tc.peers = cfg
@@ -155,13 +201,6 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
 
         let topology = cfg.topology();
 
-        let dir = cfg.data_dir(&node);
-        let identity = DataDirIdentity::new(&cfg.cluster_id, &node.id);
-        identity.check(&dir)?;
-        let set_up = DataDirIdentity::read(&dir)?.is_some() || dir.join(LOG_NAME).exists();
-        if self.create_if_missing && !set_up {
-            init(&cfg, &self.id)?;
-        }
         let mut acceptor_stats = None;
         let acceptor = if node.has(Role::Acceptor) {
             let mut storage = FileStorage::open(&dir)?;
@@ -182,7 +221,6 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             // Nothing here that peers cannot give back, so no `init` needed;
             // the identity still keeps another node's files out.
             if DataDirIdentity::read(&dir)?.is_none() {
-                synod_storage::create_dir_durably(&dir)?;
                 identity.write(&dir)?;
             }
             None
@@ -270,6 +308,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             acceptor,
             learner,
             replica,
+            _data_lock: data_lock,
         };
         for ext in self.extensions {
             ext(&ctx)?;
@@ -298,6 +337,7 @@ pub fn resp_front_end(ctx: &NodeContext) -> Result<(), NodeError> {
     };
     let opts = synod_resp::RespOptions {
         request_timeout: Duration::from_millis(ctx.config.timing.client_timeout_ms),
+        max_clients: ctx.config.limits.max_clients,
         ..Default::default()
     };
     synod_resp::start(addr, replica.clone(), opts)

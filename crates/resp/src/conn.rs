@@ -62,6 +62,40 @@ enum Incoming {
     Fatal(String),
 }
 
+/// Requests read ahead, with the bytes they hold: a connection stops
+/// reading at `max_pending` requests or `max_pending_bytes`, whichever
+/// comes first, so 1,024 requests of 16 MiB cannot pile up in one.
+#[derive(Default)]
+struct ReadAhead {
+    items: VecDeque<Incoming>,
+    bytes: usize,
+}
+
+impl ReadAhead {
+    fn push_back(&mut self, item: Incoming) {
+        if let Incoming::Request(_, size) = &item {
+            self.bytes += size;
+        }
+        self.items.push_back(item);
+    }
+
+    fn pop_front(&mut self) -> Option<Incoming> {
+        let item = self.items.pop_front()?;
+        if let Incoming::Request(_, size) = &item {
+            self.bytes -= size;
+        }
+        Some(item)
+    }
+
+    fn front(&self) -> Option<&Incoming> {
+        self.items.front()
+    }
+
+    fn has_room(&self, opts: &RespOptions) -> bool {
+        self.items.len() < opts.max_pending.max(1) && self.bytes < opts.max_pending_bytes
+    }
+}
+
 /// Replies that need the replica: one per request, in request order.
 type Pending = LocalBoxFuture<'static, Replies>;
 
@@ -101,14 +135,13 @@ impl Connection {
         let (rd, wr) = stream.into_split();
         let mut reader = FramedRead::new(rd, RequestCodec::new(self.opts.max_frame));
         let mut writer = FramedWrite::new(wr, Resp2::default());
-        let max_pending = self.opts.max_pending.max(1);
-        let mut queue = VecDeque::new();
+        let mut queue = ReadAhead::default();
         let mut pending: Option<Pending> = None;
         let mut reading = true;
         loop {
             // Take every request already readable, so a pipeline's replies go
             // out in one write rather than one each.
-            while reading && queue.len() < max_pending {
+            while reading && queue.has_room(&self.opts) {
                 match reader.next().now_or_never() {
                     Some(item) => reading = enqueue(item, &mut queue),
                     None => break,
@@ -158,7 +191,7 @@ impl Connection {
                         }
                     }
                 }
-                item = reader.next(), if reading && queue.len() < max_pending => {
+                item = reader.next(), if reading && queue.has_room(&self.opts) => {
                     reading = enqueue(item, &mut queue);
                 }
                 else => return Ok(()),
@@ -181,7 +214,7 @@ impl Connection {
     /// the pipeline limits, as one command, and how many it holds. Anything
     /// else in the queue ends the run, so replies keep the order the
     /// requests came in.
-    fn pipeline(&self, first: KvCommand, queue: &mut VecDeque<Incoming>) -> (KvCommand, usize) {
+    fn pipeline(&self, first: KvCommand, queue: &mut ReadAhead) -> (KvCommand, usize) {
         let mut commands = Vec::new();
         let mut bytes = 0;
         while commands.len() + 1 < self.opts.max_pipeline {
@@ -273,10 +306,7 @@ impl Connection {
 }
 
 /// Queues what the reader produced; returns whether to keep reading.
-fn enqueue(
-    item: Option<Result<BytesFrame, ProtocolError>>,
-    queue: &mut VecDeque<Incoming>,
-) -> bool {
+fn enqueue(item: Option<Result<BytesFrame, ProtocolError>>, queue: &mut ReadAhead) -> bool {
     match item {
         Some(Ok(frame)) => {
             let size = wire_size(&frame);

@@ -24,12 +24,15 @@ mod conn;
 
 pub use codec::{ProtocolError, RequestCodec};
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 use synod_replica::actor::ReplicaHandle;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Per-connection limits and timeouts.
 #[derive(Clone, Debug)]
@@ -44,6 +47,11 @@ pub struct RespOptions {
     /// Requests read ahead and queued per connection while one waits on the
     /// cluster; beyond that the connection stops reading.
     pub max_pending: usize,
+    /// The same bound in bytes of queued requests.
+    pub max_pending_bytes: usize,
+    /// Connections served at once; one more is told
+    /// `ERR max number of clients reached` and closed, as Redis does.
+    pub max_clients: usize,
     /// Most key-value commands one pipelined request carries into the log;
     /// a longer pipeline goes in several.
     pub max_pipeline: usize,
@@ -60,6 +68,8 @@ impl Default for RespOptions {
             // plus its batch overhead always encodes.
             max_frame: 16 * 1024 * 1024,
             max_pending: 1024,
+            max_pending_bytes: 32 * 1024 * 1024,
+            max_clients: 10_000,
             max_pipeline: 256,
             max_pipeline_bytes: 512 * 1024,
         }
@@ -105,14 +115,31 @@ pub async fn serve(
 }
 
 async fn accept_loop(listener: TcpListener, replica: ReplicaHandle, opts: RespOptions) {
+    // Connection tasks run on this thread (actix), so a plain counter does.
+    let active = Rc::new(Cell::new(0usize));
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
+            Ok((mut stream, peer)) => {
+                if active.get() >= opts.max_clients {
+                    debug!(%peer, "refusing a client: max_clients reached");
+                    actix::spawn(async move {
+                        let _ = stream
+                            .write_all(b"-ERR max number of clients reached\r\n")
+                            .await;
+                    });
+                    continue;
+                }
                 // Replies are small and latency-bound; Nagle would hold them.
                 if let Err(e) = stream.set_nodelay(true) {
                     warn!(%peer, error = %e, "cannot set TCP_NODELAY");
                 }
-                actix::spawn(conn::run(stream, peer, replica.clone(), opts.clone()));
+                active.set(active.get() + 1);
+                let active = active.clone();
+                let serve = conn::run(stream, peer, replica.clone(), opts.clone());
+                actix::spawn(async move {
+                    serve.await;
+                    active.set(active.get() - 1);
+                });
             }
             Err(e) => {
                 warn!(error = %e, "accepting a RESP client failed");

@@ -727,3 +727,63 @@ fn start_outside_a_system_is_an_error() {
     });
     assert!(thread.join().unwrap().is_err());
 }
+
+#[actix_rt::test]
+async fn read_ahead_stops_at_its_byte_budget() {
+    // With room for no bytes beyond the first request, nothing is read
+    // ahead: a pipeline reaches the replica one command at a time, and
+    // every reply still comes back, in order.
+    let h = start_server(RespOptions {
+        max_pending_bytes: 1,
+        ..Default::default()
+    });
+    let mut c = h.connect().await;
+    let frames: Vec<_> = (0..12)
+        .map(|i| cmd(&["SET", &format!("k{i}"), "v"]))
+        .collect();
+    pipeline(&mut c, &frames).await;
+    assert_eq!(replies(&mut c, 12).await, vec![simple("OK"); 12]);
+    h.record(|r| {
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!(r.sizes, vec![1; 12]);
+    });
+}
+
+#[actix_rt::test]
+async fn clients_past_max_clients_are_refused_until_one_leaves() {
+    let h = start_server(RespOptions {
+        max_clients: 2,
+        ..Default::default()
+    });
+    let mut a = h.connect().await;
+    let mut b = h.connect().await;
+    assert_eq!(call(&mut a, cmd(&["PING"])).await, simple("PONG"));
+    assert_eq!(call(&mut b, cmd(&["PING"])).await, simple("PONG"));
+    let mut third = h.connect().await;
+    assert_eq!(
+        err_text(next(&mut third).await),
+        "ERR max number of clients reached"
+    );
+    drop(a);
+    // The server notices the close on its next read; until then a new
+    // client may still be refused, so try a few times.
+    let mut admitted = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut raw = TcpStream::connect(h.addr).await.unwrap();
+        if raw.write_all(b"PING\r\n").await.is_err() {
+            continue;
+        }
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        if buf[..n].starts_with(b"+PONG") {
+            admitted = true;
+            break;
+        }
+    }
+    assert!(admitted, "a slot freed when a client left");
+    assert_eq!(call(&mut b, cmd(&["PING"])).await, simple("PONG"));
+}
