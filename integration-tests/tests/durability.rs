@@ -494,9 +494,12 @@ fn torn_tail_is_discarded_and_acknowledged_writes_survive() -> Result<()> {
             .open(&p1)?
             .write_all(&garbage)?;
     }
-    // n2: a record that stopped halfway: a copy of its last record (length
-    // and checksum intact) written after it, with half of the payload, into
-    // the preallocated zeros.
+    // n2: a record that stopped at a sector boundary: its header and the
+    // payload up to the next 512-byte boundary reached the disk, the rest
+    // of it (the next sector) did not and still reads as zeros. That is
+    // what a torn write looks like when sectors are written whole; a last
+    // record written whole but failing its checksum is not torn but
+    // damaged, and the node would refuse to start (storage's tests).
     let p2 = c.acceptor_log("n2");
     let before2 = read_acceptor_log(&p2)?;
     let last = before2
@@ -504,29 +507,27 @@ fn torn_tail_is_discarded_and_acknowledged_writes_survive() -> Result<()> {
         .last()
         .cloned()
         .ok_or_else(|| anyhow!("n2: empty log"))?;
-    ensure!(last.len >= 4, "n2: last record too short to cut: {last:?}");
     let end = last.offset + 8 + u64::from(last.len);
-    let half = 8 + u64::from(last.len) / 2;
+    let boundary = (end + 8) / 512 * 512 + 512;
+    let claimed = u32::try_from(boundary - end - 8 + 64)?;
     ensure!(
-        end + half <= before2.file_len,
+        boundary + 64 <= before2.file_len,
         "n2: no room after the last record"
     );
+    let mut torn = claimed.to_le_bytes().to_vec();
+    torn.extend_from_slice(&[0x5A; 4]); // a checksum that cannot match
+    torn.resize(usize::try_from(boundary - end)?, 0xA5);
     {
         use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&p2)?;
-        let mut torn = vec![0u8; usize::try_from(half)?];
-        f.read_exact_at(&mut torn, last.offset)?;
+        let f = std::fs::OpenOptions::new().write(true).open(&p2)?;
         f.write_all_at(&torn, end)?;
     }
     eprintln!(
-        "n1: {} bytes + {} garbage; n2: {half} bytes of a copy of its last record ({} bytes at {}) written at {end}",
+        "n1: {} bytes + {} garbage; n2: {} of a {}-byte record written at {end}",
         before1.file_len,
         garbage.len(),
-        8 + last.len,
-        last.offset,
+        torn.len(),
+        8 + claimed,
     );
 
     for id in NODES {

@@ -29,13 +29,23 @@
 //!
 //! So when scanning meets a bad record (short, bad checksum, impossible
 //! length, or an end marker with non-zero bytes after it), it looks for any
-//! intact record after it. If there is none, the bad bytes are a torn write
-//! that was never synced, hence never revealed: they are zeroed on open. If
-//! there is one, the damage sits inside the durable prefix and opening
-//! fails naming the file and offset, because starting without a promise we
-//! revealed could break safety. (A power cut that persisted a later record
-//! of the unsynced batch but not an earlier one also stops the node: a
-//! false alarm that needs an operator, never a silent loss.)
+//! intact record after it. If there is one, the damage sits inside the
+//! durable prefix and opening fails naming the file and offset, because
+//! starting without a promise we revealed could break safety. (A power cut
+//! that persisted a later record of the unsynced batch but not an earlier
+//! one also stops the node: a false alarm that needs an operator, never a
+//! silent loss.)
+//!
+//! If there is none, the bad record is the last one, and it is a torn
+//! write only if part of it never reached the disk: since the writer only
+//! writes into zeros, some 512-byte-aligned piece of the record's extent
+//! (from its length field, or past the end of the file) still reads as
+//! zeros. Then it was never synced, hence never revealed, and its bytes are
+//! zeroed on open. A last record written whole but failing its checksum is
+//! a synced record damaged since (a flipped bit), and opening fails, as for
+//! damage anywhere else: dropping it would forget a promise we revealed.
+//! etcd's WAL tells torn from corrupt the same way. The rule errs one way
+//! only: a record whose own bytes hold a zero piece is taken for torn.
 //!
 //! Format 1 (no preallocation, checksum over the payload only) is still
 //! read, and rewritten as format 2 on open.
@@ -306,6 +316,33 @@ fn intact_at(buf: &[u8], at: usize, format: u32) -> Option<(u32, &[u8])> {
     (checksum(format, &len, payload) == crc).then_some((n, payload))
 }
 
+/// Whether the bad record at `off` bears the mark of a torn write: a
+/// 512-byte-aligned piece of its extent that reads as zeros (never
+/// written), or an extent past the end of the file.
+fn torn_at(buf: &[u8], off: usize) -> bool {
+    const SECTOR: usize = 512;
+    let end = match buf.get(off..off + 4) {
+        Some(l) => match u32::from_le_bytes([l[0], l[1], l[2], l[3]]) {
+            // An empty length with bytes after it: the header itself.
+            0 => off + 8,
+            n => off.saturating_add(8).saturating_add(n as usize),
+        },
+        None => return true,
+    };
+    if end > buf.len() {
+        return true;
+    }
+    let mut at = off;
+    while at < end {
+        let piece_end = ((at / SECTOR + 1) * SECTOR).min(end);
+        if buf[at..piece_end].iter().all(|b| *b == 0) {
+            return true;
+        }
+        at = piece_end;
+    }
+    false
+}
+
 /// Reads every intact record of the log at `path` (see the module docs for
 /// how a torn write is told from corruption).
 fn scan(path: &Path) -> Result<Scan, StorageError> {
@@ -364,6 +401,15 @@ fn scan(path: &Path) -> Result<Scan, StorageError> {
             return Err(corrupt(
                 off as u64,
                 format!("{reason}, with an intact record after it at offset {next}"),
+            ));
+        }
+        if !torn_at(&buf, off) {
+            return Err(corrupt(
+                off as u64,
+                format!(
+                    "{reason}; it is the last record, but all of it was written, so it is \
+                     damage to a synced record, not a torn write"
+                ),
             ));
         }
     }
@@ -574,6 +620,49 @@ mod tests {
         assert_eq!(promised(dir.path()), 2);
         let after = inspect_log(dir.path()).unwrap();
         assert_eq!((after.end, after.torn_bytes, after.records), (r.end, 0, 2));
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_last_synced_record_is_corruption_not_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = two_promises(dir.path());
+        let last = r.end as usize - 3; // inside promise 2's payload
+        edit(dir.path(), |b| b[last] ^= 0x04);
+        let err = FileStorage::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("not a torn write"), "{err}");
+        assert!(inspect_log(dir.path()).is_err());
+        // Nothing was zeroed: flipping the bit back restores the log.
+        edit(dir.path(), |b| b[last] ^= 0x04);
+        assert_eq!(promised(dir.path()), 2);
+    }
+
+    #[test]
+    fn a_last_record_with_an_unwritten_sector_is_a_torn_write() {
+        // A record spanning sectors, whose second sector never reached the
+        // disk (still zeros): torn, dropped, and the prefix kept.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileStorage::create(dir.path()).unwrap();
+        s.append(&[promise(1)]).unwrap();
+        s.sync().unwrap();
+        let start = inspect_log(dir.path()).unwrap().end as usize;
+        let big = Record::Accept {
+            slot: 0,
+            ballot: Ballot::new(2, NodeId::new("n1")),
+            value: synod_types::Value::Batch(vec![synod_types::Command {
+                client: synod_types::ClientId(1),
+                seq: 1,
+                op: vec![0xAB; 2000].into(),
+            }]),
+        };
+        s.append(&[big]).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        edit(dir.path(), |b| b[1024..1536].fill(0));
+        assert!(start < 1024);
+        let mut s = FileStorage::open(dir.path()).unwrap();
+        let st = s.load().unwrap();
+        assert_eq!(st.promised.round, 1);
+        assert!(st.accepted.is_empty());
     }
 
     #[test]
