@@ -265,7 +265,11 @@ impl Acceptor {
         }
         self.state.promised = ballot.clone();
         out.persist.push(Record::Promise(ballot.clone()));
-        let accepted = self
+        // One page per message budget: a promise over a long uncompacted
+        // log (a proposer that restarted without its progress) would
+        // otherwise exceed the frame limit and be dropped at the sender,
+        // every time, and no leader could ever be elected.
+        let mut rest: Vec<PromiseEntry> = self
             .state
             .accepted
             .range(from_slot..)
@@ -275,14 +279,26 @@ impl Acceptor {
                 value: v.clone(),
             })
             .collect();
-        out.send.push((
-            from,
-            Message::Proposer(ProposerMsg::Promise {
-                ballot,
-                accepted,
-                compacted_below: self.state.compacted_below,
-            }),
-        ));
+        let mut page_from = from_slot;
+        loop {
+            let n = synod_types::fits_in_budget(rest.iter().map(|e| e.value.approx_size()));
+            let later = rest.split_off(n);
+            let more_from = later.first().map(|e| e.slot);
+            out.send.push((
+                from.clone(),
+                Message::Proposer(ProposerMsg::Promise {
+                    ballot: ballot.clone(),
+                    accepted: std::mem::replace(&mut rest, later),
+                    compacted_below: self.state.compacted_below,
+                    from_slot: page_from,
+                    more_from,
+                }),
+            ));
+            match more_from {
+                Some(next) => page_from = next,
+                None => break,
+            }
+        }
         out
     }
 
@@ -501,8 +517,56 @@ mod tests {
                         value: v(7)
                     }],
                     compacted_below: 0,
+                    from_slot: 4,
+                    more_from: None,
                 })
             )]
+        );
+    }
+
+    #[test]
+    fn a_promise_over_more_than_a_message_comes_in_pages() {
+        let mut a = acc();
+        let big = |x: u8| {
+            Value::Batch(vec![Command {
+                client: ClientId(9),
+                seq: x as u64,
+                op: vec![x; 3 << 20].into(),
+            }])
+        };
+        for slot in [3, 5, 9] {
+            accept(&mut a, b(1, "p1"), slot, big(slot as u8));
+        }
+        let out = prepare(&mut a, b(2, "p2"), 1);
+        assert_eq!(
+            out.persist,
+            vec![Record::Promise(b(2, "p2"))],
+            "one promise"
+        );
+        let pages: Vec<(Slot, Option<Slot>, Vec<Slot>)> = out
+            .send
+            .iter()
+            .map(|(_, m)| match m {
+                Message::Proposer(ProposerMsg::Promise {
+                    accepted,
+                    from_slot,
+                    more_from,
+                    ..
+                }) => (
+                    *from_slot,
+                    *more_from,
+                    accepted.iter().map(|e| e.slot).collect(),
+                ),
+                m => panic!("{m:?}"),
+            })
+            .collect();
+        assert_eq!(
+            pages,
+            vec![
+                (1, Some(5), vec![3]),
+                (5, Some(9), vec![5]),
+                (9, None, vec![9])
+            ]
         );
     }
 

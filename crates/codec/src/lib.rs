@@ -16,7 +16,7 @@ use synod_types::{Envelope, NodeId};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 /// Bumped whenever [`Frame`] or any message changes shape.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Default cap on one peer frame.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -249,6 +249,8 @@ mod tests {
                         value,
                     }],
                     compacted_below: slot / 2,
+                    from_slot: slot / 4,
+                    more_from: slot.checked_add(1),
                 })
             }),
             (

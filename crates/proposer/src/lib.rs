@@ -22,9 +22,12 @@
 //!   them usually runs alone, and dueling candidates back off to fresh random
 //!   deadlines instead of livelocking.
 //! - **Candidate**: picks a ballot above every ballot it has seen and sends
-//!   `Prepare(ballot, first_unchosen)` (p1a) to every acceptor.
+//!   `Prepare(ballot, first_unchosen)` (p1a) to every acceptor. An acceptor
+//!   holding more than one message's worth answers in pages; its promise
+//!   counts once the pages cover every slot from `first_unchosen` on.
 //! - **Leader**: on a majority of promises, re-proposes in every slot from
-//!   `first_unchosen` on the value with the highest ballot any promise
+//!   `first_unchosen` on (`RECOVERY_WINDOW` slots at a time, before any new
+//!   command) the value with the highest ballot any promise
 //!   reported, fills the holes with `Noop`, and from then on runs only phase 2:
 //!   one `Accept` (p2a) per slot, up to `window` slots in flight, each slot
 //!   carrying a batch of queued commands. Batching is adaptive: an idle
@@ -157,6 +160,44 @@ pub enum Phase {
 /// slots carry no new commands and most are chosen already.
 const RECOVERY_WINDOW: usize = 128;
 
+/// One page of an acceptor's promise, as it arrived.
+struct PromisePage {
+    accepted: Vec<PromiseEntry>,
+    compacted_below: Slot,
+    /// The slots it speaks for: `from..to`, `to = None` meaning all after.
+    covers: (Slot, Option<Slot>),
+}
+
+/// An acceptor's promise for our ballot, page by page.
+#[derive(Default)]
+struct PromisePages {
+    entries: Vec<PromiseEntry>,
+    compacted_below: Slot,
+    /// Page start → page end (`None`: to the end of the log).
+    pages: BTreeMap<Slot, Option<Slot>>,
+}
+
+impl PromisePages {
+    /// Whether the pages together speak for every slot from `from` on:
+    /// only then does this promise count towards the majority.
+    fn covers_from(&self, from: Slot) -> bool {
+        let mut at = from;
+        loop {
+            let mut reach = at;
+            for end in self.pages.range(..=at).map(|(_, end)| *end) {
+                match end {
+                    None => return true,
+                    Some(end) => reach = reach.max(end),
+                }
+            }
+            if reach == at {
+                return false;
+            }
+            at = reach;
+        }
+    }
+}
+
 /// A confirmation round for read-index requests.
 struct ReadRound {
     round: u64,
@@ -205,7 +246,7 @@ pub struct Proposer {
     first_unchosen: Slot,
     chosen_above: BTreeSet<Slot>,
 
-    promises: BTreeMap<NodeId, (Vec<PromiseEntry>, Slot)>,
+    promises: BTreeMap<NodeId, PromisePages>,
     /// The ballot a pre-vote is out for, and the acceptors that granted it.
     pre_vote: Option<(Ballot, BTreeSet<NodeId>)>,
     /// While leading: when each acceptor last answered under our ballot.
@@ -310,7 +351,16 @@ impl Proposer {
                 ballot,
                 accepted,
                 compacted_below,
-            } => self.handle_promise(from, ballot, accepted, compacted_below, &mut out),
+                from_slot,
+                more_from,
+            } => {
+                let page = PromisePage {
+                    accepted,
+                    compacted_below,
+                    covers: (from_slot, more_from),
+                };
+                self.handle_promise(from, ballot, page, &mut out)
+            }
             ProposerMsg::SnapshotTaken { slot } => {
                 if self.replicas.contains(&from) {
                     let s = self.snapshots.entry(from).or_default();
@@ -477,8 +527,7 @@ impl Proposer {
         &mut self,
         from: NodeId,
         ballot: Ballot,
-        accepted: Vec<PromiseEntry>,
-        compacted_below: Slot,
+        page: PromisePage,
         out: &mut Output,
     ) {
         if self.phase != Phase::Candidate
@@ -487,8 +536,16 @@ impl Proposer {
         {
             return;
         }
-        self.promises.insert(from, (accepted, compacted_below));
-        if self.promises.len() >= majority(self.acceptors.len()) {
+        let p = self.promises.entry(from).or_default();
+        p.entries.extend(page.accepted);
+        p.compacted_below = p.compacted_below.max(page.compacted_below);
+        p.pages.insert(page.covers.0, page.covers.1);
+        let complete = self
+            .promises
+            .values()
+            .filter(|p| p.covers_from(self.first_unchosen))
+            .count();
+        if complete >= majority(self.acceptors.len()) {
             self.become_leader(out);
         }
     }
@@ -500,14 +557,21 @@ impl Proposer {
         // Slots an acceptor compacted are chosen and applied by a majority of
         // replicas; re-proposing there (a no-op where its value is gone!)
         // would be wrong, so phase 2 starts past them.
-        let compacted = promises.values().map(|(_, c)| *c).max().unwrap_or(0);
+        let compacted = promises
+            .values()
+            .map(|p| p.compacted_below)
+            .max()
+            .unwrap_or(0);
         if compacted > self.first_unchosen {
             self.first_unchosen = compacted;
             self.chosen_above = self.chosen_above.split_off(&compacted);
             self.advance_first_unchosen();
         }
         let mut found: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
-        for entry in promises.into_values().flat_map(|(entries, _)| entries) {
+        // Pages of acceptors outside the complete majority count too: any
+        // value accepted in a ballot above the one a value was chosen in is
+        // that value, so more reports can only agree with the majority's.
+        for entry in promises.into_values().flat_map(|p| p.entries) {
             if entry.slot < self.first_unchosen {
                 continue;
             }

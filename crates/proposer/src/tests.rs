@@ -89,6 +89,8 @@ fn elect(p: &mut Proposer, promises: Vec<Vec<PromiseEntry>>) -> Output {
                 ballot: ballot.clone(),
                 accepted,
                 compacted_below: 0,
+                from_slot: 0,
+                more_from: None,
             },
         );
     }
@@ -234,6 +236,44 @@ fn a_long_phase_1_is_reproposed_a_window_at_a_time_before_new_commands() {
 }
 
 #[test]
+fn a_paged_promise_counts_once_its_pages_cover_the_log() {
+    let mut p = proposer();
+    let ballot = run_to_candidate(&mut p);
+    let v = |x| Value::Batch(vec![cmd(x)]);
+    let page = |from_slot, more_from, entries: Vec<(Slot, u64)>| ProposerMsg::Promise {
+        ballot: ballot.clone(),
+        accepted: entries
+            .into_iter()
+            .map(|(slot, x)| PromiseEntry {
+                slot,
+                ballot: b(1, "p2"),
+                value: v(x),
+            })
+            .collect(),
+        compacted_below: 0,
+        from_slot,
+        more_from,
+    };
+    // a1's last page first, then a2's whole promise: a1 is not complete,
+    // so there is no majority yet.
+    p.handle(n("a1"), page(6, None, vec![(6, 60)]));
+    p.handle(n("a2"), page(0, None, vec![]));
+    assert!(!p.is_leader(), "a1 has not covered 0..6");
+    // A middle page leaves a hole at 0..3: still not complete.
+    p.handle(n("a1"), page(3, Some(6), vec![(4, 40)]));
+    assert!(!p.is_leader());
+    let out = p.handle(n("a1"), page(0, Some(3), vec![(1, 10)]));
+    assert!(p.is_leader());
+    // Every page's values are re-proposed; the holes get no-ops.
+    let acc = accepts(&out);
+    assert_eq!(acc.get(&1), Some(&v(10)));
+    assert_eq!(acc.get(&4), Some(&v(40)));
+    assert_eq!(acc.get(&6), Some(&v(60)));
+    assert_eq!(acc.get(&0), Some(&Value::Noop));
+    assert_eq!(acc.len(), 7);
+}
+
+#[test]
 fn promise_needs_a_majority_of_distinct_acceptors() {
     let mut p = proposer();
     let ballot = run_to_candidate(&mut p);
@@ -244,6 +284,8 @@ fn promise_needs_a_majority_of_distinct_acceptors() {
                 ballot: ballot.clone(),
                 accepted: vec![],
                 compacted_below: 0,
+                from_slot: 0,
+                more_from: None,
             },
         );
     }
@@ -253,6 +295,8 @@ fn promise_needs_a_majority_of_distinct_acceptors() {
             ballot: ballot.clone(),
             accepted: vec![],
             compacted_below: 0,
+            from_slot: 0,
+            more_from: None,
         },
     );
     assert_eq!(p.phase(), &Phase::Candidate);
@@ -262,6 +306,8 @@ fn promise_needs_a_majority_of_distinct_acceptors() {
             ballot,
             accepted: vec![],
             compacted_below: 0,
+            from_slot: 0,
+            more_from: None,
         },
     );
     assert!(p.is_leader());
@@ -530,6 +576,8 @@ fn new_leader_starts_past_compacted_slots() {
             ballot: ballot.clone(),
             accepted: vec![],
             compacted_below: 10,
+            from_slot: 0,
+            more_from: None,
         },
     );
     let out = p.handle(
@@ -549,6 +597,8 @@ fn new_leader_starts_past_compacted_slots() {
                 },
             ],
             compacted_below: 0,
+            from_slot: 0,
+            more_from: None,
         },
     );
     let acc = accepts(&out);
@@ -577,6 +627,8 @@ fn a_compaction_mark_after_phase_1_moves_the_leader_past_it() {
                 ballot: ballot.clone(),
                 accepted: (10..14).map(old).collect(),
                 compacted_below: 10,
+                from_slot: 0,
+                more_from: None,
             },
         );
     }
@@ -935,6 +987,8 @@ fn colocated_leader(cfg: ProposerConfig) -> Proposer {
                 ballot: ballot.clone(),
                 accepted: vec![],
                 compacted_below: 0,
+                from_slot: 0,
+                more_from: None,
             },
         );
     }

@@ -37,13 +37,16 @@ pub fn message(m: &Message) -> String {
             ballot,
             accepted,
             compacted_below,
+            from_slot,
+            more_from,
         }) => {
             let parts: Vec<String> = accepted
                 .iter()
                 .map(|e| format!("{}@{:?}={}", e.slot, e.ballot, value(&e.value)))
                 .collect();
+            let to = more_from.map_or("end".to_string(), |s| s.to_string());
             format!(
-                "Promise {ballot:?} compacted_below={compacted_below} accepted=[{}]",
+                "Promise {ballot:?} slots {from_slot}..{to} compacted_below={compacted_below} accepted=[{}]",
                 parts.join(", ")
             )
         }

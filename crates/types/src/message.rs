@@ -114,13 +114,20 @@ pub struct PromiseEntry {
 /// Messages a proposer receives.
 #[derive(Clone, PartialEq, Serialize, Deserialize, Debug)]
 pub enum ProposerMsg {
-    /// p1b: the acceptor promised `ballot` and reports what it had accepted.
+    /// p1b: the acceptor promised `ballot` and reports what it had accepted
+    /// in `from_slot..more_from` (`None`: to the end). An acceptor holding
+    /// more than one message's worth answers one `Prepare` with several
+    /// such pages, back to back, the last with `more_from: None`; the
+    /// proposer counts the promise once its pages cover everything from
+    /// its first unchosen slot on.
     Promise {
         ballot: Ballot,
         accepted: Vec<PromiseEntry>,
         /// The acceptor forgot every slot below this (all chosen and in
         /// replicas' snapshots); the new leader must not re-propose there.
         compacted_below: Slot,
+        from_slot: Slot,
+        more_from: Option<Slot>,
     },
     /// p2b: the acceptor accepted `slot` in `ballot`.
     Accepted { ballot: Ballot, slot: Slot },
