@@ -131,26 +131,102 @@ fn decode_inline(src: &mut BytesMut) -> Result<Inline, ProtocolError> {
     if end > 0 && line[end - 1] == b'\r' {
         end -= 1;
     }
-    let mut args = Vec::new();
-    let mut start = None;
-    for (i, &b) in line[..end].iter().enumerate() {
-        match (b == b' ' || b == b'\t', start) {
-            (true, Some(s)) => {
-                args.push(BytesFrame::BulkString(line.slice(s..i)));
-                start = None;
-            }
-            (false, None) => start = Some(i),
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        args.push(BytesFrame::BulkString(line.slice(s..end)));
-    }
+    let args: Vec<BytesFrame> = split_inline(&line[..end])?
+        .into_iter()
+        .map(|a| BytesFrame::BulkString(Bytes::from(a)))
+        .collect();
     Ok(if args.is_empty() {
         Inline::Blank
     } else {
         Inline::Frame(BytesFrame::Array(args))
     })
+}
+
+/// Splits an inline command line into arguments as Redis does
+/// (`sdssplitargs`): blanks separate them; `"..."` holds blanks and the
+/// escapes `\n \r \t \b \a \\ \"` and `\xHH`; `'...'` holds blanks and
+/// `\'`. A closing quote must end the argument.
+fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    let unbalanced = || malformed("unbalanced quotes in request");
+    let blank = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0);
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut args = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < line.len() && blank(line[i]) {
+            i += 1;
+        }
+        if i == line.len() {
+            return Ok(args);
+        }
+        let mut arg = Vec::new();
+        match line[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    match line.get(i..) {
+                        None | Some([]) => return Err(unbalanced()),
+                        Some([b'\\', b'x', h, l, ..]) if hex(*h).is_some() && hex(*l).is_some() => {
+                            arg.push(hex(*h).unwrap_or(0) * 16 + hex(*l).unwrap_or(0));
+                            i += 4;
+                        }
+                        Some([b'\\', c, ..]) => {
+                            arg.push(match c {
+                                b'n' => b'\n',
+                                b'r' => b'\r',
+                                b't' => b'\t',
+                                b'b' => 0x08,
+                                b'a' => 0x07,
+                                other => *other,
+                            });
+                            i += 2;
+                        }
+                        Some([b'"', rest @ ..]) => {
+                            if rest.first().is_some_and(|b| !blank(*b)) {
+                                return Err(unbalanced());
+                            }
+                            i += 1;
+                            break;
+                        }
+                        Some([c, ..]) => {
+                            arg.push(*c);
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            b'\'' => {
+                i += 1;
+                loop {
+                    match line.get(i..) {
+                        None | Some([]) => return Err(unbalanced()),
+                        Some([b'\\', b'\'', ..]) => {
+                            arg.push(b'\'');
+                            i += 2;
+                        }
+                        Some([b'\'', rest @ ..]) => {
+                            if rest.first().is_some_and(|b| !blank(*b)) {
+                                return Err(unbalanced());
+                            }
+                            i += 1;
+                            break;
+                        }
+                        Some([c, ..]) => {
+                            arg.push(*c);
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            _ => {
+                while i < line.len() && !blank(line[i]) {
+                    arg.push(line[i]);
+                    i += 1;
+                }
+            }
+        }
+        args.push(arg);
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -328,6 +404,40 @@ mod tests {
                 BytesFrame::Array(vec![bulk("ECHO"), bulk("x")]),
             ]
         );
+    }
+
+    #[test]
+    fn inline_quotes_and_escapes_follow_redis() {
+        let mut c = RequestCodec::new(1024);
+        let frames = decode_all(
+            &mut c,
+            b"SET \"a b\" 'it''s'\r\nSET k \"x\\x41\\n\\\"\" '\\'q'\r\nECHO \"\"\r\n",
+        );
+        // 'it''s' is one quoted argument followed directly by another
+        // quote: unbalanced, as in Redis.
+        assert!(matches!(frames, Err(ProtocolError::Malformed(_))));
+        let mut c = RequestCodec::new(1024);
+        let frames = decode_all(
+            &mut c,
+            b"SET \"a b\" 'it s'\r\nSET k \"x\\x41\\n\\\"\" '\\'q'\r\nECHO \"\"\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            frames,
+            vec![
+                BytesFrame::Array(vec![bulk("SET"), bulk("a b"), bulk("it s")]),
+                BytesFrame::Array(vec![bulk("SET"), bulk("k"), bulk("xA\n\""), bulk("'q")]),
+                BytesFrame::Array(vec![bulk("ECHO"), bulk("")]),
+            ]
+        );
+        for bad in [&b"GET \"abc\r\n"[..], b"GET 'abc\r\n", b"GET \"a\"b\r\n"] {
+            let mut c = RequestCodec::new(1024);
+            assert!(
+                matches!(decode_all(&mut c, bad), Err(ProtocolError::Malformed(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
