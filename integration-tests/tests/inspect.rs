@@ -38,6 +38,7 @@ fn inspect_reports_state_and_corruption() -> Result<()> {
         "accepted slots: 0..=",
         "checksums: ok",
         "replica snapshot: none",
+        "identity: node n1 of cluster",
     ] {
         ensure!(text.contains(want), "{want:?} missing in:\n{text}");
     }

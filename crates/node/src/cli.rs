@@ -135,6 +135,14 @@ pub fn main() -> ExitCode {
 fn inspect(dir: &std::path::Path) -> ExitCode {
     let mut ok = true;
     out!("data dir: {}", dir.display());
+    match synod_storage::DataDirIdentity::read(dir) {
+        Ok(Some(id)) => out!("identity: node {} of cluster {:?}", id.node, id.cluster_id),
+        Ok(None) => out!("identity: none (set up before identity files, or never)"),
+        Err(e) => {
+            ok = false;
+            out!("identity: BAD: {e}");
+        }
+    }
     if dir.join(synod_storage::LOG_NAME).exists() {
         match synod_storage::inspect_log(dir) {
             Ok(r) => {
