@@ -376,6 +376,14 @@ mod tests {
             op: vec![x].into(),
         }])
     }
+    /// A 3 MiB value: a message budget holds one of these, not two.
+    fn big(x: u8) -> Value {
+        Value::Batch(vec![Command {
+            client: ClientId(9),
+            seq: x as u64,
+            op: vec![x; 3 << 20].into(),
+        }])
+    }
     /// Acceptor `n1`; learner `n1` shares its node, `l1` does not.
     fn acc() -> Acceptor {
         Acceptor::new(
@@ -527,13 +535,6 @@ mod tests {
     #[test]
     fn a_promise_over_more_than_a_message_comes_in_pages() {
         let mut a = acc();
-        let big = |x: u8| {
-            Value::Batch(vec![Command {
-                client: ClientId(9),
-                seq: x as u64,
-                op: vec![x; 3 << 20].into(),
-            }])
-        };
         for slot in [3, 5, 9] {
             accept(&mut a, b(1, "p1"), slot, big(slot as u8));
         }
@@ -722,13 +723,6 @@ mod tests {
     #[test]
     fn a_fetch_answer_stops_at_the_message_budget_and_says_where() {
         let mut a = acc();
-        let big = |x: u8| {
-            Value::Batch(vec![Command {
-                client: ClientId(9),
-                seq: x as u64,
-                op: vec![x; 3 << 20].into(),
-            }])
-        };
         for slot in [2, 5, 7] {
             accept(&mut a, b(1, "p1"), slot, big(slot as u8));
         }
