@@ -77,6 +77,8 @@ pub struct Acceptor {
     contact: Option<u64>,
     /// Pre-votes wait this long after the last contact.
     lease_ticks: u64,
+    /// Bytes of values one promise page or fetch answer gathers.
+    message_budget: usize,
 }
 
 /// Rewrite once this many more records were written than are live.
@@ -94,7 +96,15 @@ impl Acceptor {
             now: 0,
             contact: None,
             lease_ticks: 0,
+            message_budget: synod_types::MESSAGE_BUDGET,
         }
+    }
+
+    /// Overrides [`synod_types::MESSAGE_BUDGET`] (the simulator shrinks it
+    /// so that every answer comes in pages).
+    pub fn with_message_budget(mut self, bytes: usize) -> Self {
+        self.message_budget = bytes;
+        self
     }
 
     /// Sets how long after the last sign of life from the leader we follow
@@ -229,7 +239,10 @@ impl Acceptor {
     fn handle_fetch(&mut self, from: NodeId, from_slot: Slot, to_slot: Slot, round: u64) -> Output {
         let to_slot = to_slot.max(from_slot);
         let held = || self.state.accepted.range(from_slot..to_slot);
-        let n = synod_types::fits_in_budget(held().map(|(_, (_, v))| v.approx_size()));
+        let n = synod_types::fits_in_budget(
+            held().map(|(_, (_, v))| v.approx_size()),
+            self.message_budget,
+        );
         // Cut short, the answer covers up to the first slot it leaves out.
         let covered_to = held().nth(n).map_or(to_slot, |(slot, _)| *slot);
         let entries = held()
@@ -281,7 +294,10 @@ impl Acceptor {
             .collect();
         let mut page_from = from_slot;
         loop {
-            let n = synod_types::fits_in_budget(rest.iter().map(|e| e.value.approx_size()));
+            let n = synod_types::fits_in_budget(
+                rest.iter().map(|e| e.value.approx_size()),
+                self.message_budget,
+            );
             let later = rest.split_off(n);
             let more_from = later.first().map(|e| e.slot);
             out.send.push((

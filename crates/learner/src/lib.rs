@@ -120,6 +120,8 @@ pub struct Learner {
     repair_ticks: u64,
     /// Most slots asked for in one `Fetch`.
     fetch_window: u64,
+    /// Bytes of values one catch-up answer gathers.
+    message_budget: usize,
 }
 
 impl Learner {
@@ -154,7 +156,15 @@ impl Learner {
             stalled: None,
             repair_ticks: 10,
             fetch_window: 256,
+            message_budget: synod_types::MESSAGE_BUDGET,
         }
+    }
+
+    /// Overrides [`synod_types::MESSAGE_BUDGET`] (the simulator shrinks it
+    /// so that catch-up answers are cut short).
+    pub fn with_message_budget(mut self, bytes: usize) -> Self {
+        self.message_budget = bytes;
+        self
     }
 
     /// Every slot below this is learned.
@@ -479,7 +489,10 @@ impl Learner {
                 .map_while(|slot| self.chosen.get(&slot).map(|(b, v)| (slot, b, v)))
                 .take(self.max_catch_up)
         };
-        let n = synod_types::fits_in_budget(run().map(|(_, _, v)| v.approx_size()));
+        let n = synod_types::fits_in_budget(
+            run().map(|(_, _, v)| v.approx_size()),
+            self.message_budget,
+        );
         let entries: Vec<_> = run()
             .take(n)
             .map(|(slot, b, v)| (slot, b.clone(), v.clone()))

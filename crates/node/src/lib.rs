@@ -258,6 +258,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
                 read_index: cfg.reads == config::ReadMode::ReadIndex,
                 max_sessions: cfg.limits.max_sessions,
                 read_id_base: SplitMix64::new(clock_seed(&me)).next_u64() << 32,
+                ..ReplicaConfig::default()
             };
             let store = SnapshotStore::open(&cfg.data_dir(&node).join("replica"))?;
             let logic = match store.load()? {

@@ -119,6 +119,9 @@ pub struct ProposerConfig {
     /// slot, and their votes stay off the network.
     pub thrifty: bool,
     pub thrifty_fallback_ticks: u64,
+    /// Bytes of commands one forwarded `Propose` gathers
+    /// ([`synod_types::MESSAGE_BUDGET`]).
+    pub message_budget: usize,
 }
 
 impl Default for ProposerConfig {
@@ -134,6 +137,7 @@ impl Default for ProposerConfig {
             max_reads: 100_000,
             thrifty: false,
             thrifty_fallback_ticks: 5,
+            message_budget: synod_types::MESSAGE_BUDGET,
         }
     }
 }
@@ -992,7 +996,8 @@ impl Proposer {
     fn forward_queue(&mut self, out: &mut Output) {
         if let (Some(l), false) = (&self.leader, self.queue.is_empty()) {
             self.holding.clear();
-            for commands in synod_types::chunk_commands(self.queue.drain(..).collect()) {
+            let queued = self.queue.drain(..).collect();
+            for commands in synod_types::chunk_commands(queued, self.cfg.message_budget) {
                 out.send.push((
                     l.clone(),
                     Message::Proposer(ProposerMsg::Propose { commands }),

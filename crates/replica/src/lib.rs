@@ -71,6 +71,9 @@ pub struct ReplicaConfig {
     /// ours, whose read may have begun after writes that the old answer's
     /// index does not cover. The node draws a random multiple of 2^32.
     pub read_id_base: u64,
+    /// Bytes of commands one retried `Propose` gathers
+    /// ([`synod_types::MESSAGE_BUDGET`]).
+    pub message_budget: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -84,6 +87,7 @@ impl Default for ReplicaConfig {
             read_index: true,
             max_sessions: 100_000,
             read_id_base: 0,
+            message_budget: synod_types::MESSAGE_BUDGET,
         }
     }
 }
@@ -898,7 +902,7 @@ impl<S: StateMachine> Replica<S> {
             self.next_proposer += 1;
         }
         let to = self.target();
-        for commands in synod_types::chunk_commands(due) {
+        for commands in synod_types::chunk_commands(due, self.cfg.message_budget) {
             out.send.push((
                 to.clone(),
                 Message::Proposer(ProposerMsg::Propose { commands }),

@@ -141,6 +141,12 @@ pub struct SimOptions {
     pub reliable_learner_feed: bool,
     /// End after the chaos phase: no heal phase, so no liveness check.
     pub safety_only: bool,
+    /// Shrink every role's message budget to one byte, so each message
+    /// that gathers many slots or commands carries one: promises come in
+    /// pages, fetch answers and catch-up answers are cut short, retried
+    /// proposals split. The paths that keep real messages under the frame
+    /// limit then run under every fault (sim values are a few bytes).
+    pub tiny_messages: bool,
 }
 
 impl Default for SimOptions {
@@ -155,6 +161,7 @@ impl Default for SimOptions {
             stress: false,
             reliable_learner_feed: false,
             safety_only: false,
+            tiny_messages: false,
         }
     }
 }

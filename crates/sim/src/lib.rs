@@ -109,5 +109,8 @@ pub fn replay_command(report: &RunReport, opts: &SimOptions) -> String {
     if opts.safety_only {
         cmd.push_str(" --safety-only");
     }
+    if opts.tiny_messages {
+        cmd.push_str(" --tiny-messages");
+    }
     cmd
 }

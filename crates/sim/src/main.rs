@@ -52,6 +52,10 @@ struct Args {
     /// Skip the heal phase: check safety only.
     #[arg(long)]
     safety_only: bool,
+    /// One item per message wherever messages are cut to a byte budget
+    /// (promise pages, fetch and catch-up answers, retried proposals).
+    #[arg(long)]
+    tiny_messages: bool,
 }
 
 /// `println!` that shrugs off a closed pipe (`synod-sim ... | head`).
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         stress: args.stress,
         reliable_learner_feed: args.reliable_learner_feed,
         safety_only: args.safety_only,
+        tiny_messages: args.tiny_messages,
     };
     let seeds = match (args.seed, args.seeds) {
         (Some(s), _) => s..s + 1,

@@ -314,10 +314,16 @@ impl Sim {
             .collect();
         let snapshot_every = faults.snapshot_every;
         let read_index = faults.read_index;
+        let message_budget = if opts.tiny_messages {
+            1
+        } else {
+            synod_types::MESSAGE_BUDGET
+        };
         let pcfg = ProposerConfig {
             window: faults.window,
             max_batch: faults.max_batch,
             thrifty: faults.thrifty,
+            message_budget,
             ..ProposerConfig::default()
         };
         let clients = (0..faults.clients)
@@ -350,6 +356,7 @@ impl Sim {
                 snapshot_every,
                 chunk_bytes: 48,
                 read_index,
+                message_budget,
                 ..ReplicaConfig::default()
             },
             net: BTreeMap::new(),
@@ -653,7 +660,8 @@ impl Sim {
                 ));
             }
             let acceptor = Acceptor::new(node.id.clone(), self.learners.clone(), state)
-                .with_pre_vote_lease(self.pcfg.election_timeout_ticks);
+                .with_pre_vote_lease(self.pcfg.election_timeout_ticks)
+                .with_message_budget(self.pcfg.message_budget);
             if acceptor.promised() < &node.revealed && bug == Bug::None {
                 return Err(violation(
                     "promise-monotonic",
@@ -678,7 +686,10 @@ impl Sim {
         }
         if node.roles.learner {
             // Fetch-round ids, like read ids, get a range per start.
-            node.learner = Some(Learner::new(node.id.clone(), &topology, now << 32));
+            node.learner = Some(
+                Learner::new(node.id.clone(), &topology, now << 32)
+                    .with_message_budget(self.pcfg.message_budget),
+            );
         }
         if node.roles.replica {
             let fresh = || Replica::new(&node.id, &topology, rcfg.clone(), Register::default());

@@ -63,13 +63,13 @@ impl Command {
 /// the sender on every retry.
 pub const MESSAGE_BUDGET: usize = 4 << 20;
 
-/// How many of `sizes`, from the front, one message takes under
-/// [`MESSAGE_BUDGET`]: at least one if there is any.
-pub fn fits_in_budget(sizes: impl IntoIterator<Item = usize>) -> usize {
+/// How many of `sizes`, from the front, one message takes under `budget`
+/// (normally [`MESSAGE_BUDGET`]): at least one if there is any.
+pub fn fits_in_budget(sizes: impl IntoIterator<Item = usize>, budget: usize) -> usize {
     let mut total = 0usize;
     let mut n = 0;
     for size in sizes {
-        if n > 0 && total.saturating_add(size) > MESSAGE_BUDGET {
+        if n > 0 && total.saturating_add(size) > budget {
             break;
         }
         total = total.saturating_add(size);
@@ -79,10 +79,10 @@ pub fn fits_in_budget(sizes: impl IntoIterator<Item = usize>) -> usize {
 }
 
 /// `commands` as one or more runs, each small enough for one message.
-pub fn chunk_commands(mut commands: Vec<Command>) -> Vec<Vec<Command>> {
+pub fn chunk_commands(mut commands: Vec<Command>, budget: usize) -> Vec<Vec<Command>> {
     let mut runs = Vec::new();
     while !commands.is_empty() {
-        let n = fits_in_budget(commands.iter().map(Command::approx_size));
+        let n = fits_in_budget(commands.iter().map(Command::approx_size), budget);
         let rest = commands.split_off(n);
         runs.push(std::mem::replace(&mut commands, rest));
     }
@@ -105,7 +105,7 @@ mod tests {
     fn commands_are_chunked_by_the_budget_and_none_is_lost() {
         let mib = 1 << 20;
         let sizes = [3 * mib, 3 * mib, 10, 10, 9 * mib, 1];
-        let runs = chunk_commands(sizes.iter().map(|s| cmd(*s)).collect());
+        let runs = chunk_commands(sizes.iter().map(|s| cmd(*s)).collect(), MESSAGE_BUDGET);
         let lens: Vec<Vec<usize>> = runs
             .iter()
             .map(|r| r.iter().map(|c| c.op.len()).collect())
@@ -115,7 +115,9 @@ mod tests {
             lens,
             vec![vec![3 * mib], vec![3 * mib, 10, 10], vec![9 * mib], vec![1]]
         );
-        assert!(chunk_commands(Vec::new()).is_empty());
-        assert_eq!(fits_in_budget([]), 0);
+        assert!(chunk_commands(Vec::new(), MESSAGE_BUDGET).is_empty());
+        assert_eq!(fits_in_budget([], MESSAGE_BUDGET), 0);
+        // A budget of 1 byte: one item per message.
+        assert_eq!(chunk_commands(vec![cmd(1), cmd(2)], 1).len(), 2);
     }
 }
