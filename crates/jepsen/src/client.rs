@@ -27,6 +27,10 @@ pub struct Shared {
     /// Each worker pauses up to this long between ops, which keeps the
     /// history small enough to check (the search grows with concurrency).
     pub think: Duration,
+    /// Ops issued in the whole run, at most: the checker holds the history
+    /// in memory, and a long run at full speed (3 million ops in 300 s of
+    /// the split layout) outgrew this machine's 24 GiB.
+    pub max_ops: u64,
 }
 
 enum Reply {
@@ -83,6 +87,11 @@ pub fn worker(idx: u64, sh: Arc<Shared>) {
             _ => (None, None),
         };
         let op_id = sh.next_op.fetch_add(1, Ordering::SeqCst);
+        if op_id >= sh.max_ops {
+            // The budget is spent: this worker stops; the nemesis and the
+            // final checks run on.
+            break;
+        }
         let base = Event {
             process,
             op_id,

@@ -73,6 +73,10 @@ struct Args {
     /// Each client waits a random 0..THINK ms between operations.
     #[arg(long, default_value_t = 0)]
     think_ms: u64,
+    /// Operations in the whole run, at most; clients stop issuing once it
+    /// is spent (the checker keeps the history in memory).
+    #[arg(long, default_value_t = 1_000_000)]
+    max_ops: u64,
     /// Checker budget per key, in search states (bounds its memory); a
     /// history it cannot decide within it is reported as unknown.
     #[arg(long, default_value_t = 200_000)]
@@ -211,6 +215,7 @@ fn run(args: &Args) -> Result<bool> {
         op_timeout: Duration::from_millis(args.op_timeout_ms),
         seed,
         think: Duration::from_millis(args.think_ms),
+        max_ops: args.max_ops,
     });
     let workers: Vec<_> = (0..args.clients)
         .map(|i| {
@@ -286,6 +291,12 @@ fn run(args: &Args) -> Result<bool> {
     shared.stop.store(true, Ordering::SeqCst);
     for w in workers {
         let _ = w.join();
+    }
+    if shared.next_op.load(Ordering::SeqCst) >= args.max_ops {
+        say(format!(
+            "the clients stopped early at the op budget of {} (--max-ops)",
+            args.max_ops
+        ));
     }
     let events = shared.recorder.finish();
     let heal_result = nemesis::heal(&mut c);
