@@ -901,10 +901,9 @@ impl<S: StateMachine> Replica<S> {
             self.leader_hint = None;
             self.next_proposer += 1;
         }
-        let to = self.target();
         for commands in synod_types::chunk_commands(due, self.cfg.message_budget) {
             out.send.push((
-                to.clone(),
+                self.target(),
                 Message::Proposer(ProposerMsg::Propose { commands }),
             ));
         }
