@@ -184,6 +184,11 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             .into());
         }
         let data_lock = lock_data_dir(&dir)?;
+        if DataDirIdentity::read(&dir)?.is_none() {
+            // A directory from before identity files, or of a node with
+            // nothing peers cannot give back (no `init` needed): claim it.
+            identity.write(&dir)?;
+        }
         let mut tc = TransportConfig::new(&cfg.cluster_id, me.clone());
         tc.listen = Some(node.peer_addr);
         tc.peers = cfg
@@ -204,10 +209,6 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
         let mut acceptor_stats = None;
         let acceptor = if node.has(Role::Acceptor) {
             let mut storage = FileStorage::open(&dir)?;
-            if DataDirIdentity::read(&dir)?.is_none() {
-                // Set up before identity files existed: claim it now.
-                identity.write(&dir)?;
-            }
             let recovered = storage.load()?;
             tracing::info!(node = %me, dir = %dir.display(), promised = ?recovered.promised,
                 accepted = recovered.accepted.len(), "acceptor recovered");
@@ -218,11 +219,6 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             acceptor_stats = Some(actor.stats());
             Some(actor.start())
         } else {
-            // Nothing here that peers cannot give back, so no `init` needed;
-            // the identity still keeps another node's files out.
-            if DataDirIdentity::read(&dir)?.is_none() {
-                identity.write(&dir)?;
-            }
             None
         };
         let proposer = node.has(Role::Proposer).then(|| {
