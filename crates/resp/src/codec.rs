@@ -161,16 +161,26 @@ fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
         }
         let mut arg = Vec::new();
         match line[i] {
-            b'"' => {
+            quote @ (b'"' | b'\'') => {
+                let double = quote == b'"';
                 i += 1;
                 loop {
-                    match line.get(i..) {
-                        None | Some([]) => return Err(unbalanced()),
-                        Some([b'\\', b'x', h, l, ..]) if hex(*h).is_some() && hex(*l).is_some() => {
+                    match &line[i..] {
+                        [] => return Err(unbalanced()),
+                        [q, after @ ..] if *q == quote => {
+                            if after.first().is_some_and(|b| !blank(*b)) {
+                                return Err(unbalanced());
+                            }
+                            i += 1;
+                            break;
+                        }
+                        [b'\\', b'x', h, l, ..]
+                            if double && hex(*h).is_some() && hex(*l).is_some() =>
+                        {
                             arg.push(hex(*h).unwrap_or(0) * 16 + hex(*l).unwrap_or(0));
                             i += 4;
                         }
-                        Some([b'\\', c, ..]) => {
+                        [b'\\', c, ..] if double => {
                             arg.push(match c {
                                 b'n' => b'\n',
                                 b'r' => b'\r',
@@ -181,37 +191,11 @@ fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
                             });
                             i += 2;
                         }
-                        Some([b'"', rest @ ..]) => {
-                            if rest.first().is_some_and(|b| !blank(*b)) {
-                                return Err(unbalanced());
-                            }
-                            i += 1;
-                            break;
-                        }
-                        Some([c, ..]) => {
-                            arg.push(*c);
-                            i += 1;
-                        }
-                    }
-                }
-            }
-            b'\'' => {
-                i += 1;
-                loop {
-                    match line.get(i..) {
-                        None | Some([]) => return Err(unbalanced()),
-                        Some([b'\\', b'\'', ..]) => {
+                        [b'\\', b'\'', ..] => {
                             arg.push(b'\'');
                             i += 2;
                         }
-                        Some([b'\'', rest @ ..]) => {
-                            if rest.first().is_some_and(|b| !blank(*b)) {
-                                return Err(unbalanced());
-                            }
-                            i += 1;
-                            break;
-                        }
-                        Some([c, ..]) => {
+                        [c, ..] => {
                             arg.push(*c);
                             i += 1;
                         }
