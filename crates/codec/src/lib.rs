@@ -16,7 +16,7 @@ use synod_types::{Envelope, NodeId};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 /// Bumped whenever [`Frame`] or any message changes shape.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Default cap on one peer frame.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -29,6 +29,9 @@ pub const MAX_HELLO_FRAME: usize = 4096;
 /// Longest cluster id a config may name, so a hello always fits in
 /// [`MAX_HELLO_FRAME`] (node ids are shorter still).
 pub const MAX_CLUSTER_ID: usize = 256;
+
+/// Longest `settings` text a hello may carry (see [`Frame::Hello`]).
+pub const MAX_SETTINGS: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -115,6 +118,11 @@ pub enum Frame {
         cluster_id: String,
         version: u32,
         node: NodeId,
+        /// The settings every node must share (membership, replicated
+        /// limits, the state machine's semantics), as text so a refusal can
+        /// say what differs. Nodes that disagree on them would diverge
+        /// silently, so a link between them is refused instead.
+        settings: String,
     },
     Msg(Envelope),
 }
@@ -318,6 +326,7 @@ mod tests {
             cluster_id: "x".repeat(64),
             version: 1,
             node: NodeId::new("n1"),
+            settings: String::new(),
         };
         assert!(codec.encode(&big, &mut BytesMut::new()).is_err());
     }
@@ -368,6 +377,7 @@ mod tests {
             cluster_id: "c".repeat(MAX_CLUSTER_ID),
             version: PROTOCOL_VERSION,
             node: NodeId::new("n1234567890123456789012"),
+            settings: "s".repeat(MAX_SETTINGS),
         };
         let mut wire = BytesMut::new();
         PeerCodec::default().encode(&hello, &mut wire).unwrap();

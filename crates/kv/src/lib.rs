@@ -242,6 +242,9 @@ impl StateMachine for KvStore {
     type Command = KvCommand;
     type Output = KvOutput;
 
+    /// 2: strict integers (44f1e5c) and the 64 MiB cap on a read's values.
+    const SEMANTICS: &'static str = "synod-kv/2";
+
     fn apply(&mut self, command: KvCommand) -> KvOutput {
         // Reads answer the same whether they come through the log or the
         // read index: one function serves both.

@@ -109,9 +109,14 @@ pub struct Limits {
     /// Snapshot transfer chunk, per message.
     pub snapshot_chunk_bytes: usize,
     /// Client sessions each replica keeps for duplicate detection (least
-    /// recently used dropped first). Replicated state: keep it equal on
-    /// every node.
+    /// recently used dropped first). Replicated state: peers with another
+    /// value are refused.
     pub max_sessions: usize,
+    /// Bytes of last replies those sessions keep, in total, for answering
+    /// retries. Past it the least recently used replies are let go (their
+    /// retry is told the command was applied, without its output).
+    /// Replicated state, like `max_sessions`.
+    pub session_reply_bytes: u64,
     /// Thrifty phase 2: a leader sends each slot to a majority of acceptors
     /// (its own node's first) and brings in the rest only when that
     /// majority is slow to answer. Saves the other acceptors a write and an
@@ -135,11 +140,16 @@ impl Default for Limits {
             snapshot_bytes: 64 << 20,
             snapshot_chunk_bytes: 1 << 20,
             max_sessions: 100_000,
+            session_reply_bytes: 256 << 20,
             thrifty: true,
             max_clients: 10_000,
         }
     }
 }
+
+/// What one command adds to a slot's encoding beside its op bytes (client
+/// id, sequence number, length prefixes), with room to spare.
+const SLOT_COMMAND_OVERHEAD: usize = 64;
 
 /// The `SYNOD_*` variables that name config keys. Others with that prefix
 /// (say `SYNOD_BIN` for a script) are not ours and must not be read as
@@ -367,8 +377,23 @@ impl ClusterConfig {
                 l.max_frame_bytes
             ));
         }
+        // An acceptor logs a slot as one record: a slot past the record
+        // cap would fail every acceptor's write (and exit it) on each retry.
+        let largest_record = largest_slot + l.max_batch * SLOT_COMMAND_OVERHEAD + 4096;
+        if largest_record > synod_storage::MAX_RECORD as usize {
+            return Err(format!(
+                "limits.max_batch_bytes ({}) with max_batch ({}) makes a slot of up to \
+                 {largest_record} bytes; the acceptor log takes records of at most {}",
+                l.max_batch_bytes,
+                l.max_batch,
+                synod_storage::MAX_RECORD
+            ));
+        }
         if l.snapshot_every == 0 || l.snapshot_bytes == 0 {
             return Err("limits.snapshot_every and snapshot_bytes must be positive".into());
+        }
+        if l.session_reply_bytes == 0 {
+            return Err("limits.session_reply_bytes must be positive".into());
         }
         if l.snapshot_chunk_bytes == 0 || l.snapshot_chunk_bytes + 4096 > l.max_frame_bytes {
             return Err(
@@ -395,6 +420,44 @@ impl ClusterConfig {
             learners: self.with_role(Role::Learner),
             replicas: self.with_role(Role::Replica),
         }
+    }
+
+    /// What every node must agree on, for the peer hello: who runs which
+    /// role (so majorities intersect), the limits that shape replicated
+    /// state (session tables) or what a peer may send (frame size), and the
+    /// state machine's semantics. Readable, so a refused link says what
+    /// differs; the membership is hashed to keep the hello small.
+    pub fn shared_settings(&self, semantics: &str) -> String {
+        let mut members = String::new();
+        for role in [Role::Proposer, Role::Acceptor, Role::Learner, Role::Replica] {
+            let mut ids: Vec<&str> = self
+                .nodes
+                .iter()
+                .filter(|n| n.has(role))
+                .map(|n| n.id.as_str())
+                .collect();
+            ids.sort_unstable();
+            members.push_str(&format!("{}={};", role.name(), ids.join(",")));
+        }
+        // FNV-1a: stable across builds and platforms, unlike std's hasher.
+        let hash = members.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        let l = &self.limits;
+        let mut text = format!(
+            "members={}:{hash:016x} max_sessions={} session_reply_bytes={} max_frame_bytes={} \
+             machine={semantics}",
+            self.nodes.len(),
+            l.max_sessions,
+            l.session_reply_bytes,
+            l.max_frame_bytes,
+        );
+        // The semantics string comes from code, but keep the hello bounded
+        // whatever a custom machine names itself.
+        while text.len() > synod_codec::MAX_SETTINGS {
+            text.pop();
+        }
+        text
     }
 
     /// Ids of the nodes that run `role`, in config order.
@@ -531,12 +594,48 @@ roles = ["acceptor"]
                 ),
                 "share the data directory",
             ),
+            (
+                // A slot this big would fail every acceptor's log write.
+                with_section("[limits]\nmax_batch_bytes = 67108864\nmax_frame_bytes = 134217728"),
+                "the acceptor log takes records of at most",
+            ),
+            (
+                with_section("[limits]\nsession_reply_bytes = 0"),
+                "session_reply_bytes must be positive",
+            ),
         ];
         for (text, want) in cases {
             let e = err(&text);
             assert!(e.contains(want), "{want:?} not in {e:?}");
             assert!(!e.contains('\n'), "multi-line error: {e:?}");
         }
+    }
+
+    #[test]
+    fn shared_settings_change_with_what_replicas_must_agree_on() {
+        let base = ClusterConfig::parse(GOOD, "x.toml").unwrap();
+        let ours = base.shared_settings("kv/1");
+        assert!(ours.contains("max_sessions=100000"), "{ours}");
+        // Node order in the file and per-node details (addresses, data
+        // directories) may differ between hosts' copies...
+        let reordered = GOOD.replace("id = \"n2\"", "id = \"n2\"\ndata_dir = \"/srv/n2\"");
+        let c = ClusterConfig::parse(&reordered, "x.toml").unwrap();
+        assert_eq!(c.shared_settings("kv/1"), ours);
+        // ...but membership, replicated limits, frames and semantics may not.
+        for other in [
+            GOOD.replace(
+                "roles = [\"acceptor\"]\n[[nodes]]\nid = \"n3\"",
+                "roles = [\"acceptor\", \"learner\"]\n[[nodes]]\nid = \"n3\"",
+            ),
+            with_section("[limits]\nmax_sessions = 99"),
+            with_section("[limits]\nsession_reply_bytes = 99"),
+            with_section("[limits]\nmax_frame_bytes = 134217728"),
+        ] {
+            let c = ClusterConfig::parse(&other, "x.toml").unwrap();
+            assert_ne!(c.shared_settings("kv/1"), ours, "{other}");
+        }
+        assert_ne!(base.shared_settings("kv/2"), ours);
+        assert!(base.shared_settings(&"x".repeat(5000)).len() <= synod_codec::MAX_SETTINGS);
     }
 
     #[test]

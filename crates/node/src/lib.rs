@@ -190,6 +190,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             identity.write(&dir)?;
         }
         let mut tc = TransportConfig::new(&cfg.cluster_id, me.clone());
+        tc.settings = cfg.shared_settings(S::SEMANTICS);
         tc.listen = Some(node.peer_addr);
         tc.peers = cfg
             .nodes
@@ -253,6 +254,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
                 chunk_bytes: cfg.limits.snapshot_chunk_bytes,
                 read_index: cfg.reads == config::ReadMode::ReadIndex,
                 max_sessions: cfg.limits.max_sessions,
+                max_reply_bytes: cfg.limits.session_reply_bytes,
                 read_id_base: SplitMix64::new(clock_seed(&me)).next_u64() << 32,
                 ..ReplicaConfig::default()
             };

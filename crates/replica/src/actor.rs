@@ -2,7 +2,7 @@
 //! Client front ends (the RESP server, or a user's own) talk to it through
 //! [`ReplicaHandle`].
 
-use crate::{Output, Replica, Snapshot};
+use crate::{Answer, Output, Replica, Snapshot};
 use actix::prelude::*;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -148,8 +148,13 @@ impl<S: StateMachine + Unpin> ReplicaActor<S> {
         for r in out.replies {
             if let Some(tx) = self.waiting.remove(&(r.client, r.seq)) {
                 let reply = match r.output {
-                    Some(b) => ClientReply::Output(b),
-                    None => ClientReply::Failed("command could not be applied".into()),
+                    Answer::Output(b) => ClientReply::Output(b),
+                    Answer::OutputDropped => ClientReply::Failed(
+                        "the command was applied, but its reply is no longer kept \
+                         (limits.session_reply_bytes)"
+                            .into(),
+                    ),
+                    Answer::NoAnswer => ClientReply::Failed("command could not be applied".into()),
                 };
                 // The client may have hung up meanwhile; nothing to do then.
                 let _ = tx.send(reply);

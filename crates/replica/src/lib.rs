@@ -62,8 +62,12 @@ pub struct ReplicaConfig {
     pub read_index: bool,
     /// Client sessions kept for duplicate detection; past this the least
     /// recently used is dropped. Part of the replicated state: it must be
-    /// the same on every replica.
+    /// the same on every replica (the node's peer hello checks it).
     pub max_sessions: usize,
+    /// Bytes of outputs the sessions keep for retries, in total; past this
+    /// the least recently used outputs are let go (never the newest, whose
+    /// client may be waiting for it). Replicated state, like `max_sessions`.
+    pub max_reply_bytes: u64,
     /// Id of this replica's first read-index request. Ids only grow, and
     /// a leader's answer names the ids it answers, so every start of a
     /// replica needs a range of its own: a late answer to a request of an
@@ -86,19 +90,40 @@ impl Default for ReplicaConfig {
             chunk_bytes: 1 << 20,
             read_index: true,
             max_sessions: 100_000,
+            max_reply_bytes: 256 << 20,
             read_id_base: 0,
             message_budget: synod_types::MESSAGE_BUDGET,
         }
     }
 }
 
-/// The answer to one client request. `output` is the state machine's output
-/// in codec encoding, or `None` if the command could not be decoded.
+/// The answer to one client request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reply {
     pub client: ClientId,
     pub seq: u64,
-    pub output: Option<Bytes>,
+    pub output: Answer,
+}
+
+/// What a request's client is told, and what a session keeps for a retry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// The state machine's output, in codec encoding.
+    Output(Bytes),
+    /// The command was applied, but its output was since let go to keep
+    /// the session tables within [`ReplicaConfig::max_reply_bytes`]. Only a
+    /// retry of a request answered long ago can see this; applying the
+    /// command again instead would break at-most-once.
+    OutputDropped,
+    /// No output: the command could not be decoded, or a later request of
+    /// the same client was applied first (so this one never will be).
+    NoAnswer,
+}
+
+impl From<Option<Bytes>> for Answer {
+    fn from(output: Option<Bytes>) -> Self {
+        output.map_or(Answer::NoAnswer, Answer::Output)
+    }
 }
 
 /// A snapshot for the shell to make durable, then report back through
@@ -120,7 +145,7 @@ pub struct Output {
 #[derive(Clone, Serialize, Deserialize)]
 struct Session {
     seq: u64,
-    reply: Option<Bytes>,
+    reply: Answer,
     /// When this session last applied a command, on the table's own clock:
     /// only the order matters, and a snapshot keeps the order.
     #[serde(skip)]
@@ -140,13 +165,25 @@ struct Session {
 /// again. That takes `max` other clients writing between the first try and
 /// the retry, which a retry a few hundred milliseconds later does not see
 /// at the default of 100,000.
+///
+/// Outputs are bounded too, in bytes: one read may return up to 64 MiB, and
+/// without a total cap a few clients could make every replica hold
+/// gigabytes. Past `max_bytes` the least recently used outputs are let go
+/// (the session and its sequence number stay, so a retry is still not
+/// applied twice; it is told the output is gone). The newest output is
+/// never let go, so the table holds at most `max_bytes` plus one output.
+/// Like the session bound, this depends only on the applied order.
 #[derive(Default)]
 struct Sessions {
     by_client: BTreeMap<ClientId, Session>,
     /// `(used, client)`, oldest first.
     by_use: BTreeSet<(u64, ClientId)>,
+    /// The sessions that hold an output, the same way.
+    with_output: BTreeSet<(u64, ClientId)>,
+    output_bytes: u64,
     clock: u64,
     dropped: u64,
+    outputs_dropped: u64,
 }
 
 impl Sessions {
@@ -159,20 +196,47 @@ impl Sessions {
     }
 
     /// Records `client`'s latest applied request, then drops the least
-    /// recently used sessions beyond `max`.
-    fn record(&mut self, client: ClientId, seq: u64, reply: Option<Bytes>, max: usize) {
+    /// recently used sessions beyond `max` and outputs beyond `max_bytes`.
+    fn record(&mut self, client: ClientId, seq: u64, reply: Answer, max: usize, max_bytes: u64) {
         self.clock += 1;
         let used = self.clock;
+        if let Answer::Output(b) = &reply {
+            self.output_bytes += b.len() as u64;
+            self.with_output.insert((used, client));
+        }
         if let Some(old) = self.by_client.insert(client, Session { seq, reply, used }) {
             self.by_use.remove(&(old.used, client));
+            self.unindex_output(client, &old);
         }
         self.by_use.insert((used, client));
         while self.by_client.len() > max.max(1) {
             let Some((_, oldest)) = self.by_use.pop_first() else {
                 break;
             };
-            self.by_client.remove(&oldest);
+            if let Some(gone) = self.by_client.remove(&oldest) {
+                self.unindex_output(oldest, &gone);
+            }
             self.dropped += 1;
+        }
+        while self.output_bytes > max_bytes {
+            // Oldest first; the newest (just recorded) is last, and stays.
+            let Some(&(_, c)) = self.with_output.first().filter(|(_, c)| *c != client) else {
+                break;
+            };
+            self.with_output.pop_first();
+            if let Some(s) = self.by_client.get_mut(&c) {
+                if let Answer::Output(b) = std::mem::replace(&mut s.reply, Answer::OutputDropped) {
+                    self.output_bytes -= b.len() as u64;
+                }
+            }
+            self.outputs_dropped += 1;
+        }
+    }
+
+    fn unindex_output(&mut self, client: ClientId, s: &Session) {
+        if let Answer::Output(b) = &s.reply {
+            self.with_output.remove(&(s.used, client));
+            self.output_bytes -= b.len() as u64;
         }
     }
 
@@ -184,29 +248,90 @@ impl Sessions {
             .collect()
     }
 
-    fn restore(image: Vec<(ClientId, Session)>, max: usize) -> Sessions {
+    /// Rebuilds the table by recording each session again, oldest first.
+    /// That reaches the same table the live one had: both bounds only ever
+    /// drop the oldest entries, and the image already fits within them.
+    fn restore(image: Vec<(ClientId, Session)>, max: usize, max_bytes: u64) -> Sessions {
         let mut t = Sessions::default();
         for (client, s) in image {
-            t.record(client, s.seq, s.reply, max);
+            t.record(client, s.seq, s.reply, max, max_bytes);
         }
         t
     }
 }
 
 /// Version of [`Image`]'s encoding.
-const IMAGE_FORMAT: u32 = 2;
+const IMAGE_FORMAT: u32 = 3;
 
 /// What a snapshot holds: the replicated state is the state machine *and*
 /// the session table (deduplication must survive a restore).
 #[derive(Serialize, Deserialize)]
 struct Image {
     /// [`IMAGE_FORMAT`]. Format 1 had no version and kept sessions in
-    /// client id order, which loses their recency.
+    /// client id order, which loses their recency; format 2 kept an
+    /// output or nothing, with no way to say an output was let go.
     format: u32,
     slot: Slot,
     /// Least recently used first.
     sessions: Vec<(ClientId, Session)>,
     state: Bytes,
+}
+
+/// Format 2 of [`Image`], still read so snapshots from before survive an
+/// upgrade.
+#[derive(Deserialize)]
+struct ImageV2 {
+    format: u32,
+    slot: Slot,
+    sessions: Vec<(ClientId, SessionV2)>,
+    state: Bytes,
+}
+
+#[derive(Deserialize)]
+struct SessionV2 {
+    seq: u64,
+    reply: Option<Bytes>,
+}
+
+impl Image {
+    fn decode(data: &[u8]) -> Result<Image, String> {
+        let current = synod_codec::decode::<Image>(data);
+        if let Ok(image) = &current {
+            if image.format == IMAGE_FORMAT {
+                return current.map_err(|e| e.to_string());
+            }
+        }
+        let unknown = |format: u32| {
+            Err(format!(
+                "snapshot image format {format} (this build reads 2 and {IMAGE_FORMAT})"
+            ))
+        };
+        match (current, synod_codec::decode::<ImageV2>(data)) {
+            (_, Ok(old)) if old.format == 2 => Ok(Image {
+                format: IMAGE_FORMAT,
+                slot: old.slot,
+                sessions: old
+                    .sessions
+                    .into_iter()
+                    .map(|(c, s)| {
+                        let reply = s.reply.into();
+                        (
+                            c,
+                            Session {
+                                seq: s.seq,
+                                reply,
+                                used: 0,
+                            },
+                        )
+                    })
+                    .collect(),
+                state: old.state,
+            }),
+            (Ok(image), _) => unknown(image.format),
+            (_, Ok(old)) => unknown(old.format),
+            (Err(e), Err(_)) => Err(format!("snapshot: {e}")),
+        }
+    }
 }
 
 /// A snapshot download in progress.
@@ -246,6 +371,9 @@ struct PendingRead<C> {
 /// reads that have their index and wait for the log to be applied past it.
 struct Reads<C> {
     by_id: BTreeMap<u64, PendingRead<C>>,
+    /// `(client, seq)` of every read in `by_id`, so a request can be checked
+    /// for a duplicate without a scan over every connection's read.
+    requests: BTreeSet<(ClientId, u64)>,
     next_id: u64,
     /// Reads not yet asked about.
     unasked: Vec<u64>,
@@ -258,10 +386,29 @@ struct Reads<C> {
     ready: BTreeMap<Slot, Vec<u64>>,
 }
 
+impl<C> Reads<C> {
+    fn insert(&mut self, id: u64, read: PendingRead<C>) {
+        self.requests.insert((read.client, read.seq));
+        self.by_id.insert(id, read);
+    }
+
+    fn remove(&mut self, id: u64) -> Option<PendingRead<C>> {
+        let read = self.by_id.remove(&id)?;
+        self.requests.remove(&(read.client, read.seq));
+        Some(read)
+    }
+
+    fn forget(&mut self, client: ClientId) {
+        self.by_id.retain(|_, r| r.client != client);
+        self.requests.retain(|(c, _)| *c != client);
+    }
+}
+
 impl<C> Default for Reads<C> {
     fn default() -> Self {
         Reads {
             by_id: BTreeMap::new(),
+            requests: BTreeSet::new(),
             next_id: 0,
             unasked: Vec::new(),
             asking: None,
@@ -364,7 +511,9 @@ impl<S: StateMachine> Replica<S> {
         data: Bytes,
     ) -> Result<Self, String> {
         let mut r = Replica::new(me, topology, cfg, sm);
-        r.install(data)?;
+        let slot = r.install(&data)?;
+        // Read from our own disk: durable already.
+        r.snapshot = Some(Snapshot { slot, data });
         Ok(r)
     }
 
@@ -431,14 +580,11 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Replaces our state with a snapshot image, if it is ahead of us.
-    fn install(&mut self, data: Bytes) -> Result<Slot, String> {
-        let image: Image = synod_codec::decode(&data).map_err(|e| format!("snapshot: {e}"))?;
-        if image.format != IMAGE_FORMAT {
-            return Err(format!(
-                "snapshot image format {} (this build reads {IMAGE_FORMAT})",
-                image.format
-            ));
-        }
+    /// `self.snapshot` is left to the caller: a downloaded image is not
+    /// ours to report to the proposers (who compact the log below it)
+    /// until it is durable here.
+    fn install(&mut self, data: &[u8]) -> Result<Slot, String> {
+        let image = Image::decode(data)?;
         if image.slot < self.slot_out {
             return Err(format!(
                 "snapshot of slot {} is behind us ({})",
@@ -446,15 +592,15 @@ impl<S: StateMachine> Replica<S> {
             ));
         }
         self.sm.restore(&image.state)?;
-        self.sessions = Sessions::restore(image.sessions, self.cfg.max_sessions);
+        self.sessions = Sessions::restore(
+            image.sessions,
+            self.cfg.max_sessions,
+            self.cfg.max_reply_bytes,
+        );
         self.slot_out = image.slot;
         self.decisions = self.decisions.split_off(&image.slot);
         self.slots_since_snapshot = 0;
         self.bytes_since_snapshot = 0;
-        self.snapshot = Some(Snapshot {
-            slot: image.slot,
-            data,
-        });
         Ok(image.slot)
     }
 
@@ -504,7 +650,11 @@ impl<S: StateMachine> Replica<S> {
             if seq <= s.seq {
                 // Already applied: a retry gets the remembered answer; an
                 // older request than the last one has no answer left.
-                let output = if seq == s.seq { s.reply.clone() } else { None };
+                let output = if seq == s.seq {
+                    s.reply.clone()
+                } else {
+                    Answer::NoAnswer
+                };
                 out.replies.push(Reply {
                     client,
                     seq,
@@ -513,12 +663,7 @@ impl<S: StateMachine> Replica<S> {
                 return;
             }
         }
-        if self.pending.contains_key(&(client, seq))
-            || self
-                .reads
-                .by_id
-                .values()
-                .any(|r| r.client == client && r.seq == seq)
+        if self.pending.contains_key(&(client, seq)) || self.reads.requests.contains(&(client, seq))
         {
             return;
         }
@@ -527,7 +672,7 @@ impl<S: StateMachine> Replica<S> {
                 if self.sm.is_read_only(&command) {
                     let id = self.reads.next_id;
                     self.reads.next_id += 1;
-                    self.reads.by_id.insert(
+                    self.reads.insert(
                         id,
                         PendingRead {
                             client,
@@ -655,14 +800,14 @@ impl<S: StateMachine> Replica<S> {
         let later = self.reads.ready.split_off(&(self.slot_out + 1));
         let due = std::mem::replace(&mut self.reads.ready, later);
         for id in due.into_values().flatten() {
-            let Some(read) = self.reads.by_id.remove(&id) else {
+            let Some(read) = self.reads.remove(id) else {
                 continue;
             };
             match self.sm.query(&read.command) {
                 Some(output) => out.replies.push(Reply {
                     client: read.client,
                     seq: read.seq,
-                    output: synod_codec::encode(&output).ok().map(Bytes::from),
+                    output: synod_codec::encode(&output).ok().map(Bytes::from).into(),
                 }),
                 None => self.propose(read.client, read.seq, read.op, out),
             }
@@ -673,7 +818,7 @@ impl<S: StateMachine> Replica<S> {
     /// chosen later it is applied like any other, just not answered.
     pub fn forget_client(&mut self, client: ClientId) {
         self.pending.retain(|(c, _), _| *c != client);
-        self.reads.by_id.retain(|_, r| r.client != client);
+        self.reads.forget(client);
     }
 
     pub fn handle(&mut self, from: NodeId, msg: ReplicaMsg) -> Output {
@@ -834,7 +979,7 @@ impl<S: StateMachine> Replica<S> {
             return;
         };
         let data = Bytes::from(done.buf);
-        if self.install(data.clone()).is_err() {
+        if self.install(&data).is_err() {
             return;
         }
         self.need_snapshot = None;
@@ -852,7 +997,7 @@ impl<S: StateMachine> Replica<S> {
                 .sessions
                 .get(&client)
                 .filter(|s| s.seq == seq)
-                .and_then(|s| s.reply.clone());
+                .map_or(Answer::NoAnswer, |s| s.reply.clone());
             out.replies.push(Reply {
                 client,
                 seq,
@@ -1036,9 +1181,15 @@ impl<S: StateMachine> Replica<S> {
                 .ok()
                 .map(|c| self.sm.apply(c))
                 .and_then(|o| synod_codec::encode(&o).ok())
-                .map(Bytes::from);
-            self.sessions
-                .record(cmd.client, cmd.seq, reply, self.cfg.max_sessions);
+                .map(Bytes::from)
+                .into();
+            self.sessions.record(
+                cmd.client,
+                cmd.seq,
+                reply,
+                self.cfg.max_sessions,
+                self.cfg.max_reply_bytes,
+            );
         }
         // Older requests of this client that are still pending can never
         // apply now (they would count as duplicates): give them up.
@@ -1052,7 +1203,7 @@ impl<S: StateMachine> Replica<S> {
             out.replies.push(Reply {
                 client,
                 seq,
-                output: None,
+                output: Answer::NoAnswer,
             });
         }
         if self.pending.remove(&(cmd.client, cmd.seq)).is_some() {
@@ -1060,7 +1211,7 @@ impl<S: StateMachine> Replica<S> {
                 .sessions
                 .get(&cmd.client)
                 .filter(|s| s.seq == cmd.seq)
-                .and_then(|s| s.reply.clone());
+                .map_or(Answer::NoAnswer, |s| s.reply.clone());
             out.replies.push(Reply {
                 client: cmd.client,
                 seq: cmd.seq,

@@ -114,7 +114,7 @@ fn duplicate_commands_apply_once_and_retries_get_the_same_answer() {
         vec![Reply {
             client: ClientId(5),
             seq: 1,
-            output: Some(op_out(1))
+            output: Answer::Output(op_out(1))
         }]
     );
     decide(&mut r, 1, vec![cmd(5, 1, 7)]);
@@ -127,7 +127,7 @@ fn duplicate_commands_apply_once_and_retries_get_the_same_answer() {
         vec![Reply {
             client: ClientId(5),
             seq: 1,
-            output: Some(op_out(1))
+            output: Answer::Output(op_out(1))
         }]
     );
 }
@@ -208,7 +208,7 @@ fn undecodable_command_is_skipped_with_empty_answer() {
             op: Bytes::from_static(&[0xff, 0xff, 0xff]),
         }],
     );
-    assert_eq!(out.replies[0].output, None);
+    assert_eq!(out.replies[0].output, Answer::NoAnswer);
     assert!(r.state().0.is_empty());
 }
 
@@ -224,12 +224,12 @@ fn a_later_request_supersedes_an_unapplied_earlier_one() {
             Reply {
                 client: ClientId(3),
                 seq: 1,
-                output: None
+                output: Answer::NoAnswer
             },
             Reply {
                 client: ClientId(3),
                 seq: 2,
-                output: Some(op_out(1))
+                output: Answer::Output(op_out(1))
             },
         ]
     );
@@ -286,7 +286,7 @@ fn restore_brings_back_state_and_sessions() {
     decide(&mut back, 4, vec![cmd(5, 1, 7)]);
     assert_eq!(back.state().0, vec![7]);
     let out = back.handle_request(ClientId(5), 1, op(7));
-    assert_eq!(out.replies[0].output, Some(op_out(1)));
+    assert_eq!(out.replies[0].output, Answer::Output(op_out(1)));
     assert!(Replica::restore(
         &n("r1"),
         &topology(),
@@ -363,6 +363,19 @@ fn a_replica_behind_compaction_installs_a_peer_snapshot_in_chunks() {
         0,
         "request applied inside the snapshot is answered"
     );
+    // Until the shell says the installed image is durable, it is not ours
+    // to announce: the proposers would compact the log below it.
+    assert_eq!(behind.snapshot_slot(), 0);
+    behind.snapshot_failed();
+    let announced = |out: &Output| {
+        out.send
+            .iter()
+            .any(|(_, m)| matches!(m, Message::Proposer(ProposerMsg::SnapshotTaken { slot: 4 })))
+    };
+    assert!(!(0..300).any(|_| announced(&behind.tick())));
+    let out = behind.snapshot_durable(snaps[0].clone());
+    assert!(announced(&out));
+    assert_eq!(behind.snapshot_slot(), 4);
 }
 
 #[test]
@@ -460,7 +473,10 @@ fn read_index_asks(out: &Output) -> Vec<(NodeId, Vec<u64>)> {
 }
 
 fn output(reply: &Reply) -> usize {
-    synod_codec::decode(reply.output.as_ref().unwrap()).unwrap()
+    match &reply.output {
+        Answer::Output(b) => synod_codec::decode(b).unwrap(),
+        other => panic!("no output: {other:?}"),
+    }
 }
 
 /// A proposer's answer to a `ReadIndex` request.
@@ -604,6 +620,120 @@ fn requests_handled_together_go_to_the_leader_in_one_propose() {
     assert_eq!(r.pending(), 4);
 }
 
+/// What a retry of `(client, seq)` is told.
+fn retry(r: &mut Replica<Log>, client: u64, seq: u64) -> Answer {
+    let out = r.handle_request(ClientId(client), seq, op(0));
+    assert_eq!(out.replies.len(), 1);
+    out.replies[0].output.clone()
+}
+
+#[test]
+fn outputs_past_the_byte_bound_are_let_go_oldest_first_but_stay_applied_once() {
+    // Each output here encodes to one byte: a bound of 2 keeps two.
+    let cfg = ReplicaConfig {
+        max_reply_bytes: 2,
+        ..small_snapshots()
+    };
+    let mut r = Replica::new(&n("r1"), &topology(), cfg.clone(), Log::default());
+    decide(&mut r, 0, vec![cmd(1, 1, 10), cmd(2, 1, 20), cmd(3, 1, 30)]);
+    assert_eq!(retry(&mut r, 1, 1), Answer::OutputDropped);
+    assert_eq!(retry(&mut r, 2, 1), Answer::Output(op_out(2)));
+    assert_eq!(retry(&mut r, 3, 1), Answer::Output(op_out(3)));
+    // The session outlives its output: a duplicate still does not apply.
+    decide(&mut r, 1, vec![cmd(1, 1, 10)]);
+    assert_eq!(r.state().0, vec![10, 20, 30]);
+    assert_eq!(r.sessions.output_bytes, 2);
+
+    // The newest output stays whatever the bound, so its waiting client
+    // gets it; the table then holds the bound plus that one.
+    let tight = ReplicaConfig {
+        max_reply_bytes: 0,
+        ..small_snapshots()
+    };
+    let mut t = Replica::new(&n("r1"), &topology(), tight, Log::default());
+    t.handle_request(ClientId(7), 1, op(70));
+    let out = decide(&mut t, 0, vec![cmd(6, 1, 60), cmd(7, 1, 70)]);
+    assert_eq!(out.replies[0].output, Answer::Output(op_out(2)));
+    assert_eq!(retry(&mut t, 6, 1), Answer::OutputDropped);
+    assert_eq!(t.sessions.output_bytes, 1);
+}
+
+#[test]
+fn a_restored_table_lets_go_of_the_same_outputs_as_the_live_one() {
+    let cfg = ReplicaConfig {
+        max_reply_bytes: 3,
+        ..small_snapshots()
+    };
+    let mut live = Replica::new(&n("r1"), &topology(), cfg.clone(), Log::default());
+    decide(&mut live, 0, vec![cmd(1, 1, 10), cmd(2, 1, 20)]);
+    decide(&mut live, 1, vec![cmd(3, 1, 30), cmd(1, 2, 11)]);
+    decide(&mut live, 2, vec![cmd(4, 1, 40)]);
+    let snap = decide(&mut live, 3, vec![cmd(2, 2, 21), cmd(5, 1, 50)])
+        .snapshot
+        .expect("snapshot at slot 4");
+    let mut back = Replica::restore(&n("r2"), &topology(), cfg, Log::default(), snap.data).unwrap();
+    for (slot, cmds) in [
+        (4, vec![cmd(6, 1, 60), cmd(3, 2, 31)]),
+        (5, vec![cmd(1, 3, 12)]),
+    ] {
+        decide(&mut live, slot, cmds.clone());
+        decide(&mut back, slot, cmds);
+    }
+    assert_eq!(live.encode_image(), back.encode_image());
+    for client in 1..=6 {
+        let seq = live.sessions.get(&ClientId(client)).map(|s| s.seq).unwrap();
+        assert_eq!(retry(&mut live, client, seq), retry(&mut back, client, seq));
+    }
+    assert!(live.sessions.outputs_dropped > 0, "the bound was reached");
+}
+
+#[test]
+fn a_format_2_snapshot_still_restores() {
+    #[derive(Serialize)]
+    struct V2 {
+        format: u32,
+        slot: Slot,
+        sessions: Vec<(ClientId, (u64, Option<Bytes>))>,
+        state: Bytes,
+    }
+    let old = V2 {
+        format: 2,
+        slot: 3,
+        sessions: vec![
+            (ClientId(2), (4, None)),
+            (ClientId(1), (7, Some(op_out(9)))),
+        ],
+        state: synod_codec::encode(&vec![5u64, 6, 7]).unwrap().into(),
+    };
+    let data = Bytes::from(synod_codec::encode(&old).unwrap());
+    let mut r = Replica::restore(
+        &n("r1"),
+        &topology(),
+        ReplicaConfig::default(),
+        Log::default(),
+        data,
+    )
+    .unwrap();
+    assert_eq!(r.slot_out(), 3);
+    assert_eq!(r.state().0, vec![5, 6, 7]);
+    assert_eq!(retry(&mut r, 1, 7), Answer::Output(op_out(9)));
+    assert_eq!(retry(&mut r, 2, 4), Answer::NoAnswer);
+    // Anything else is refused, not misread.
+    let mut other = old;
+    other.format = 9;
+    let data = Bytes::from(synod_codec::encode(&other).unwrap());
+    let err = Replica::restore(
+        &n("r1"),
+        &topology(),
+        ReplicaConfig::default(),
+        Log::default(),
+        data,
+    )
+    .err()
+    .unwrap();
+    assert!(err.contains("format 9"), "{err}");
+}
+
 #[test]
 fn sessions_beyond_the_bound_drop_the_least_recently_used() {
     let cfg = ReplicaConfig {
@@ -617,7 +747,7 @@ fn sessions_beyond_the_bound_drop_the_least_recently_used() {
     assert_eq!(r.sessions(), (2, 1));
     // Client 1's retry is still answered from its session...
     let out = r.handle_request(ClientId(1), 2, op(11));
-    assert_eq!(out.replies[0].output, Some(op_out(3)));
+    assert_eq!(out.replies[0].output, Answer::Output(op_out(3)));
     // ...client 2's is gone, so its late duplicate applies again: the
     // documented price of a bounded table. (Client 1 goes to make room.)
     decide(&mut r, 2, vec![cmd(2, 1, 20)]);

@@ -281,7 +281,10 @@ fn parse_set(args: &[Bytes]) -> Request {
             b"NX" if cond != SetCond::IfPresent => cond = SetCond::IfAbsent,
             b"XX" if cond != SetCond::IfAbsent => cond = SetCond::IfPresent,
             b"GET" => get_old = true,
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" | b"KEEPTTL" => {
+            // Keep the key's expiry: no key has one, so there is nothing to
+            // keep, and clients that always send it still work.
+            b"KEEPTTL" => {}
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" => {
                 // Expiry needs time inside the state machine, which must stay
                 // deterministic: it would have to come from the leader's clock
                 // through the log. Until then, refuse rather than ignore.
@@ -714,7 +717,8 @@ mod tests {
         assert_eq!(set(&["GET", "NX", "NX"]), kv(SetCond::IfAbsent, true));
         assert_eq!(err_text(set(&["NX", "XX"])), "ERR syntax error");
         assert_eq!(err_text(set(&["bogus"])), "ERR syntax error");
-        for opt in ["EX", "px", "KEEPTTL"] {
+        assert_eq!(set(&["KEEPTTL", "nx"]), kv(SetCond::IfAbsent, false));
+        for opt in ["EX", "px", "EXAT"] {
             let e = err_text(set(&[opt, "10"]));
             assert!(
                 e.starts_with("ERR SET option '") && e.contains("not supported yet"),

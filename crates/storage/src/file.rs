@@ -60,7 +60,8 @@ const MAGIC: &[u8; 8] = b"SYNODACC";
 const FORMAT: u32 = 2;
 const HEADER: u64 = 12;
 /// No single record may claim more than this; a larger length is garbage.
-const MAX_RECORD: u32 = 64 * 1024 * 1024;
+/// A slot's value is one record, so the config keeps slots below it.
+pub const MAX_RECORD: u32 = 64 * 1024 * 1024;
 /// The file grows by at least this many zero bytes at a time.
 pub const CHUNK: u64 = 4 << 20;
 

@@ -38,7 +38,7 @@ mod identity;
 mod mem;
 mod snapshot;
 
-pub use file::{create_dir_durably, inspect_log, FileStorage, LogReport, LOG_NAME};
+pub use file::{create_dir_durably, inspect_log, FileStorage, LogReport, LOG_NAME, MAX_RECORD};
 pub use identity::DataDirIdentity;
 pub use mem::MemStorage;
 pub use snapshot::SnapshotStore;

@@ -67,6 +67,10 @@ pub struct Register(pub LocalRoles);
 pub struct TransportConfig {
     pub cluster_id: String,
     pub me: NodeId,
+    /// What every node of the cluster must agree on, compared verbatim in
+    /// the hello (at most [`synod_codec::MAX_SETTINGS`] bytes; the node
+    /// binary builds it from the config).
+    pub settings: String,
     /// Where this node listens for peers; `None` for a node no one sends to.
     pub listen: Option<SocketAddr>,
     /// Every other node's peer address.
@@ -94,6 +98,7 @@ impl TransportConfig {
         TransportConfig {
             cluster_id: cluster_id.to_string(),
             me,
+            settings: String::new(),
             listen: None,
             peers: HashMap::new(),
             max_frame: synod_codec::DEFAULT_MAX_FRAME,

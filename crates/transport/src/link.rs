@@ -111,7 +111,12 @@ async fn open(cfg: &TransportConfig, peer: &NodeId, addr: SocketAddr) -> Result<
             cluster_id,
             version,
             node,
-        })) if cluster_id == cfg.cluster_id && version == PROTOCOL_VERSION && node == *peer => {
+            settings,
+        })) if cluster_id == cfg.cluster_id
+            && version == PROTOCOL_VERSION
+            && node == *peer
+            && settings == cfg.settings =>
+        {
             // The peer sends nothing after its hello, so the read buffer
             // holds no frame we would lose by dropping `frames`.
             drop(frames);

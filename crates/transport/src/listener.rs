@@ -62,22 +62,32 @@ async fn serve(
             cluster_id,
             version,
             node,
+            settings,
         })) => {
-            if cluster_id != cfg.cluster_id {
-                return Err(format!(
+            let refusal = if cluster_id != cfg.cluster_id {
+                Some(format!(
                     "peer is in cluster {cluster_id:?}, not {:?}",
                     cfg.cluster_id
-                ));
-            }
-            if version != PROTOCOL_VERSION {
-                return Err(format!(
+                ))
+            } else if version != PROTOCOL_VERSION {
+                Some(format!(
                     "peer speaks protocol {version}, we speak {PROTOCOL_VERSION}"
-                ));
-            }
-            if !cfg.peers.contains_key(&node) {
-                return Err(format!(
+                ))
+            } else if !cfg.peers.contains_key(&node) {
+                Some(format!(
                     "peer claims to be {node}, which the config does not list"
-                ));
+                ))
+            } else if settings != cfg.settings {
+                Some(settings_differ(&node, &settings, &cfg.settings))
+            } else {
+                None
+            };
+            if let Some(why) = refusal {
+                // A misconfigured cluster, not a passing fault: say so
+                // where the operator looks. The peer redials with backoff,
+                // so this repeats at most about once a second.
+                tracing::warn!(node = %cfg.me, "refused a peer connection: {why}");
+                return Err(why);
             }
             node
         }
@@ -125,5 +135,15 @@ pub(crate) fn hello(cfg: &TransportConfig) -> Frame {
         cluster_id: cfg.cluster_id.clone(),
         version: PROTOCOL_VERSION,
         node: cfg.me.clone(),
+        settings: cfg.settings.clone(),
     }
+}
+
+/// Why a link to a peer with other cluster-wide settings is refused. Logged
+/// on both ends, so the operator sees which config to fix.
+pub(crate) fn settings_differ(peer: &NodeId, theirs: &str, ours: &str) -> String {
+    format!(
+        "{peer} runs with other cluster-wide settings (they must match on every node): \
+         theirs {theirs:?}, ours {ours:?}"
+    )
 }

@@ -31,6 +31,7 @@ fn addr() -> SocketAddr {
 
 fn config(me: &str, listen: SocketAddr, peer: (&str, SocketAddr)) -> TransportConfig {
     let mut c = TransportConfig::new("test-cluster", NodeId::new(me));
+    c.settings = "max_sessions=100".into();
     c.listen = Some(listen);
     c.peers.insert(NodeId::new(peer.0), peer.1);
     c
@@ -100,11 +101,19 @@ async fn handshake_refuses_other_clusters_versions_and_strangers() {
         cluster_id: cluster.into(),
         version,
         node: NodeId::new(node),
+        settings: "max_sessions=100".into(),
+    };
+    let other_settings = Frame::Hello {
+        cluster_id: "test-cluster".into(),
+        version: PROTOCOL_VERSION,
+        node: NodeId::new("a"),
+        settings: "max_sessions=99".into(),
     };
     for bad in [
         hello("other-cluster", PROTOCOL_VERSION, "a"),
         hello("test-cluster", PROTOCOL_VERSION + 1, "a"),
         hello("test-cluster", PROTOCOL_VERSION, "mallory"),
+        other_settings,
     ] {
         // Closed without a hello back: zero bytes, EOF.
         assert!(handshake_answer(b_addr, bad).await.is_empty());
@@ -115,6 +124,44 @@ async fn handshake_refuses_other_clusters_versions_and_strangers() {
         .await
         .unwrap();
     assert!(!answer.is_empty());
+}
+
+#[actix_rt::test]
+async fn nodes_with_other_cluster_wide_settings_never_link() {
+    // Two nodes whose configs differ only in a replicated limit: had they
+    // linked, their session tables could drop different entries and the
+    // replicas diverge. Neither direction may deliver anything.
+    let (a_addr, b_addr) = (addr(), addr());
+    let mut a_cfg = config("a", a_addr, ("b", b_addr));
+    a_cfg.settings = "max_sessions=99".into();
+    let a = Router::start(a_cfg).unwrap();
+    let b = Router::start(config("b", b_addr, ("a", a_addr))).unwrap();
+    let (got_a, got_b) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    a.do_send(Register(LocalRoles {
+        learner: Some(Sink(got_a.clone()).start().recipient()),
+        ..Default::default()
+    }));
+    b.do_send(Register(LocalRoles {
+        learner: Some(Sink(got_b.clone()).start().recipient()),
+        ..Default::default()
+    }));
+    let msg = || Msg::Learner(LearnerMsg::CatchUp { from_slot: 7 });
+    for _ in 0..20 {
+        a.do_send(Outbound {
+            to: NodeId::new("b"),
+            msg: msg(),
+        });
+        b.do_send(Outbound {
+            to: NodeId::new("a"),
+            msg: msg(),
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(got_a.lock().unwrap().is_empty());
+    assert!(got_b.lock().unwrap().is_empty());
 }
 
 #[actix_rt::test]
@@ -159,6 +206,7 @@ async fn dial_as_a(to: SocketAddr) -> tokio::net::TcpStream {
         cluster_id: "test-cluster".into(),
         version: PROTOCOL_VERSION,
         node: NodeId::new("a"),
+        settings: "max_sessions=100".into(),
     };
     PeerCodec::default().encode(&hello, &mut buf).unwrap();
     s.write_all(&buf).await.unwrap();

@@ -9,6 +9,12 @@ pub trait StateMachine: Send + 'static {
     type Command: Serialize + DeserializeOwned;
     type Output: Serialize + DeserializeOwned;
 
+    /// Names this machine and the version of what `apply` does. Nodes
+    /// compare it when they connect and refuse a peer with another one: two
+    /// builds that answer a command differently would let replicas diverge.
+    /// Change it whenever the effect or output of any command changes.
+    const SEMANTICS: &'static str = "unversioned";
+
     fn apply(&mut self, command: Self::Command) -> Self::Output;
 
     /// A short fingerprint of the whole state; replicas that applied the same
