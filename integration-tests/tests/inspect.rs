@@ -55,3 +55,27 @@ fn inspect_reports_state_and_corruption() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn inspect_of_a_missing_directory_fails_and_creates_nothing() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let typo = root.path().join("no-such-node");
+    let out = Command::new(BIN)
+        .args(["inspect", "--data-dir"])
+        .arg(&typo)
+        .output()?;
+    ensure!(out.status.code() == Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(err.contains("is not a directory"), "{err}");
+    ensure!(!typo.exists(), "inspect created {}", typo.display());
+
+    // An existing directory without a replica/ subdirectory stays as it is.
+    let (code, text) = inspect(root.path())?;
+    ensure!(code == Some(0), "{text}");
+    ensure!(text.contains("replica snapshot: none"), "{text}");
+    ensure!(
+        !root.path().join("replica").exists(),
+        "inspect created replica/"
+    );
+    Ok(())
+}

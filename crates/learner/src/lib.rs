@@ -184,7 +184,7 @@ impl Learner {
             Some((slot, since)) if slot == self.first_unlearned => {
                 if self.now - since >= self.repair_ticks {
                     self.stalled = Some((slot, self.now));
-                    let to_slot = self.known_end.min(slot + self.fetch_window);
+                    let to_slot = self.known_end.min(slot.saturating_add(self.fetch_window));
                     let round = self.next_round;
                     self.next_round = self.next_round.wrapping_add(1);
                     self.repair = Some(Repair {
@@ -337,7 +337,7 @@ impl Learner {
         {
             return;
         }
-        self.known_end = self.known_end.max(slot + 1);
+        self.known_end = self.known_end.max(slot.saturating_add(1));
         let (known, voters) = self
             .votes
             .entry(slot)
@@ -551,6 +551,17 @@ mod tests {
                 value: None,
             },
         )
+    }
+
+    #[test]
+    fn the_last_slot_number_from_a_broken_peer_does_not_overflow() {
+        let mut l = learner();
+        vote(&mut l, "a1", b(1), Slot::MAX);
+        vote(&mut l, "a2", b(1), Slot::MAX);
+        for _ in 0..200 {
+            l.tick();
+        }
+        assert_eq!(l.first_unlearned(), 0);
     }
     fn v(x: u8) -> Value {
         Value::Batch(vec![synod_types::Command {

@@ -18,6 +18,21 @@ macro_rules! out {
 
 /// Exit code for a bad config or command line, as the issue tracker asks.
 const EXIT_CONFIG: u8 = 2;
+/// A panic anywhere in the process (EX_SOFTWARE, as for a storage failure).
+pub const EXIT_PANIC: i32 = 70;
+
+/// Makes any panic end the process. Actix catches a panic at the boundary
+/// of the task it happened in, so without this a panicking role would stop
+/// alone and leave a node that still answers PING and holds its ports but
+/// serves nothing: neither a supervisor nor the peers could tell. A node
+/// that cannot do its part must be seen to be gone.
+pub fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(EXIT_PANIC);
+    }));
+}
 
 #[derive(Parser)]
 #[command(
@@ -133,6 +148,12 @@ pub fn main() -> ExitCode {
 
 /// Exit 0 if everything on disk checks out, 1 if anything is corrupt.
 fn inspect(dir: &std::path::Path) -> ExitCode {
+    // Reads only: a typo in the path must not create directories and then
+    // report an empty, healthy node.
+    if !dir.is_dir() {
+        eprintln!("synod: inspect: {} is not a directory", dir.display());
+        return ExitCode::from(1);
+    }
     let mut ok = true;
     out!("data dir: {}", dir.display());
     match synod_storage::DataDirIdentity::read(dir) {
@@ -185,9 +206,8 @@ fn inspect(dir: &std::path::Path) -> ExitCode {
         out!("acceptor log: none");
     }
     let snapshots = dir.join("replica");
-    match synod_storage::SnapshotStore::open(&snapshots)
-        .and_then(|s| s.load().map(|l| (s.path(), l)))
-    {
+    let store = synod_storage::SnapshotStore::read_only(&snapshots);
+    match store.load().map(|l| (store.path(), l)) {
         Ok((path, Some((slot, data)))) => {
             out!(
                 "replica snapshot: {} (covers slots below {slot}, {} bytes, checksum ok)",
@@ -209,6 +229,7 @@ fn inspect(dir: &std::path::Path) -> ExitCode {
 }
 
 fn run_node(config: PathBuf, id: String) -> ExitCode {
+    exit_on_panic();
     let cfg = match ClusterConfig::load(&config) {
         Ok(c) => c,
         Err(e) => {
@@ -246,5 +267,33 @@ fn run_node(config: PathBuf, id: String) -> ExitCode {
             eprintln!("synod: node {id}: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs in a child process (this test binary again): a panic in a
+    /// thread that is not main, as in an actor's task, must end it.
+    #[test]
+    fn a_panic_in_any_thread_ends_the_process() {
+        if std::env::var_os("SYNOD_PANIC_CHILD").is_some() {
+            exit_on_panic();
+            let _ = std::thread::spawn(|| panic!("a role failed")).join();
+            // Only reached if the panic was swallowed.
+            std::process::exit(0);
+        }
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "cli::tests::a_panic_in_any_thread_ends_the_process",
+            ])
+            .env("SYNOD_PANIC_CHILD", "1")
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(EXIT_PANIC));
     }
 }

@@ -168,6 +168,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
         // The data directory first: a node that may not run (another's
         // directory, a lost log, a second copy of itself) stops before it
         // takes its ports.
+        raise_fd_limit(&me);
         let dir = cfg.data_dir(&node);
         let identity = DataDirIdentity::new(&cfg.cluster_id, &node.id);
         identity.check(&dir)?;
@@ -200,52 +201,23 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             .collect();
         tc.max_frame = cfg.limits.max_frame_bytes;
         tc.queue_limit = cfg.limits.peer_queue;
-        let router = Router::start(tc).map_err(|source| NodeError::Bind {
-            addr: node.peer_addr.to_string(),
-            source,
-        })?;
-
         let topology = cfg.topology();
 
-        let mut acceptor_stats = None;
-        let acceptor = if node.has(Role::Acceptor) {
+        // Everything on disk is read before the peer port is taken, so a
+        // node that cannot start (a damaged log or snapshot) never appears
+        // to its peers, and an embedder can retry in the same process.
+        let acceptor_state = if node.has(Role::Acceptor) {
             let mut storage = FileStorage::open(&dir)?;
             let recovered = storage.load()?;
             tracing::info!(node = %me, dir = %dir.display(), promised = ?recovered.promised,
                 accepted = recovered.accepted.len(), "acceptor recovered");
             let logic = Acceptor::new(me.clone(), topology.learners.clone(), recovered)
                 .with_pre_vote_lease(t.election_timeout_ticks);
-            let actor = AcceptorActor::new(me.clone(), logic, Box::new(storage), router.clone())
-                .with_tick(tick);
-            acceptor_stats = Some(actor.stats());
-            Some(actor.start())
+            Some((logic, storage))
         } else {
             None
         };
-        let proposer = node.has(Role::Proposer).then(|| {
-            let pc = ProposerConfig {
-                heartbeat_ticks: t.heartbeat_ticks,
-                election_timeout_ticks: t.election_timeout_ticks,
-                retransmit_ticks: t.retransmit_ticks,
-                window: cfg.limits.window,
-                max_batch: cfg.limits.max_batch,
-                max_batch_bytes: cfg.limits.max_batch_bytes,
-                max_queue: cfg.limits.max_queue,
-                thrifty: cfg.limits.thrifty,
-                ..ProposerConfig::default()
-            };
-            let seed = self.seed.unwrap_or_else(|| clock_seed(&me));
-            let logic = Proposer::new(me.clone(), &topology, pc, seed);
-            ProposerActor::new(logic, router.clone(), tick).start()
-        });
-        let learner = node.has(Role::Learner).then(|| {
-            // A random base per start keeps fetch-round ids of this run
-            // apart from those of earlier runs (2^32 rounds each).
-            let round_base = SplitMix64::new(clock_seed(&me)).next_u64() << 32;
-            let logic = Learner::new(me.clone(), &topology, round_base);
-            LearnerActor::new(logic, router.clone(), tick).start()
-        });
-        let replica_actor = if node.has(Role::Replica) {
+        let replica_state = if node.has(Role::Replica) {
             let rc = ReplicaConfig {
                 retry_ticks: t.replica_retry_ticks,
                 catch_up_ticks: t.catch_up_ticks,
@@ -271,10 +243,49 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
                 }
                 None => Replica::new(&me, &topology, rc, self.state_machine),
             };
-            Some(ReplicaActor::new(me.clone(), logic, Some(store), router.clone(), tick).start())
+            Some((logic, store))
         } else {
             None
         };
+
+        let router = Router::start(tc).map_err(|source| NodeError::Bind {
+            addr: node.peer_addr.to_string(),
+            source,
+        })?;
+
+        let mut acceptor_stats = None;
+        let acceptor = acceptor_state.map(|(logic, storage)| {
+            let actor = AcceptorActor::new(me.clone(), logic, Box::new(storage), router.clone())
+                .with_tick(tick);
+            acceptor_stats = Some(actor.stats());
+            actor.start()
+        });
+        let proposer = node.has(Role::Proposer).then(|| {
+            let pc = ProposerConfig {
+                heartbeat_ticks: t.heartbeat_ticks,
+                election_timeout_ticks: t.election_timeout_ticks,
+                retransmit_ticks: t.retransmit_ticks,
+                window: cfg.limits.window,
+                max_batch: cfg.limits.max_batch,
+                max_batch_bytes: cfg.limits.max_batch_bytes,
+                max_queue: cfg.limits.max_queue,
+                thrifty: cfg.limits.thrifty,
+                ..ProposerConfig::default()
+            };
+            let seed = self.seed.unwrap_or_else(|| clock_seed(&me));
+            let logic = Proposer::new(me.clone(), &topology, pc, seed);
+            ProposerActor::new(logic, router.clone(), tick).start()
+        });
+        let learner = node.has(Role::Learner).then(|| {
+            // A random base per start keeps fetch-round ids of this run
+            // apart from those of earlier runs (2^32 rounds each).
+            let round_base = SplitMix64::new(clock_seed(&me)).next_u64() << 32;
+            let logic = Learner::new(me.clone(), &topology, round_base);
+            LearnerActor::new(logic, router.clone(), tick).start()
+        });
+        let replica_actor = replica_state.map(|(logic, store)| {
+            ReplicaActor::new(me.clone(), logic, Some(store), router.clone(), tick).start()
+        });
         let replica = replica_actor.as_ref().map(ReplicaActor::handle_of);
         if let (Some(r), Some(a)) = (&replica_actor, &acceptor_stats) {
             let stats = a.clone();
@@ -330,13 +341,51 @@ fn clock_seed(me: &NodeId) -> u64 {
 
 /// Extension that serves RESP2 clients on this node's `client_addr`, if it
 /// runs a replica of the KV state machine.
+/// Descriptors a node keeps for everything but its clients: a link each
+/// way to every peer, peers still handshaking, the log and snapshot files,
+/// listeners, and slack for the runtime.
+fn reserved_fds(nodes: usize) -> u64 {
+    2 * nodes as u64 + synod_transport::MAX_HANDSHAKING as u64 + 64
+}
+
+/// How many clients fit under the open-file limit `nofile`; `None` if none.
+fn clients_within_fd_limit(wanted: usize, nofile: u64, nodes: usize) -> Option<usize> {
+    let room = nofile.saturating_sub(reserved_fds(nodes));
+    (room > 0).then(|| wanted.min(usize::try_from(room).unwrap_or(usize::MAX)))
+}
+
+/// Raises the soft open-file limit to the hard one: a node holds a
+/// descriptor per client and per peer link, and the usual soft default
+/// (1024) is far below `limits.max_clients`.
+fn raise_fd_limit(me: &NodeId) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(node = %me, limit, "open-file limit"),
+        Err(e) => tracing::warn!(node = %me, "cannot raise the open-file limit: {e}"),
+    }
+}
+
 pub fn resp_front_end(ctx: &NodeContext) -> Result<(), NodeError> {
     let (Some(replica), Some(addr)) = (&ctx.replica, ctx.node.client_addr) else {
         return Ok(());
     };
+    let wanted = ctx.config.limits.max_clients;
+    let nofile = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(soft, _)| soft);
+    let max_clients =
+        clients_within_fd_limit(wanted, nofile, ctx.config.nodes.len()).ok_or_else(|| {
+            NodeError::Other(format!(
+                "the open-file limit ({nofile}) leaves no descriptors for clients; \
+                 raise it (ulimit -n)"
+            ))
+        })?;
+    if max_clients < wanted {
+        // As Redis does: serve fewer clients rather than run out of
+        // descriptors, which would also cut off peers and the log.
+        tracing::warn!(node = %ctx.id, wanted, max_clients, nofile,
+            "limits.max_clients lowered to fit the open-file limit (ulimit -n)");
+    }
     let opts = synod_resp::RespOptions {
         request_timeout: Duration::from_millis(ctx.config.timing.client_timeout_ms),
-        max_clients: ctx.config.limits.max_clients,
+        max_clients,
         ..Default::default()
     };
     synod_resp::start(addr, replica.clone(), opts)
@@ -345,4 +394,21 @@ pub fn resp_front_end(ctx: &NodeContext) -> Result<(), NodeError> {
             addr: addr.to_string(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_capped_by_the_open_file_limit_minus_a_reserve() {
+        let reserve = reserved_fds(3);
+        assert_eq!(clients_within_fd_limit(10_000, 1 << 20, 3), Some(10_000));
+        assert_eq!(
+            clients_within_fd_limit(10_000, 1024, 3),
+            Some(1024 - reserve as usize)
+        );
+        assert_eq!(clients_within_fd_limit(10_000, reserve, 3), None);
+        assert_eq!(clients_within_fd_limit(5, u64::MAX, 3), Some(5));
+    }
 }

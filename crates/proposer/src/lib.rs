@@ -260,8 +260,13 @@ pub struct Proposer {
     next_slot: Slot,
     inflight: BTreeMap<Slot, InFlight>,
     /// Slots a new leader's phase 1 left it to (re-)propose, not yet sent:
-    /// they go out `RECOVERY_WINDOW` at a time, before any new command.
+    /// `recover_next..recover_end`, going out `RECOVERY_WINDOW` at a time
+    /// before any new command. Values phase 1 found are in `recovering`;
+    /// every other slot of the range is a gap, filled with a no-op. Gaps
+    /// are not stored, so a promise naming a far slot costs no memory.
     recovering: BTreeMap<Slot, Value>,
+    recover_next: Slot,
+    recover_end: Slot,
     queue: VecDeque<Command>,
     /// `(client, seq)` of every command queued or in flight under this
     /// leadership: replicas retry, and a retry of a command we already hold
@@ -309,6 +314,8 @@ impl Proposer {
             next_slot: 0,
             inflight: BTreeMap::new(),
             recovering: BTreeMap::new(),
+            recover_next: 0,
+            recover_end: 0,
             queue: VecDeque::new(),
             holding: BTreeSet::new(),
             reads_waiting: Vec::new(),
@@ -433,6 +440,9 @@ impl Proposer {
                 }
                 self.retransmit_accepts(&mut out);
                 self.retransmit_confirm(&mut out);
+                // A backstop: whatever emptied the window without refilling
+                // it, slots waiting to go out do not wait past a tick.
+                self.fill_window(&mut out);
             }
             _ => {}
         }
@@ -475,7 +485,9 @@ impl Proposer {
     /// The leader went quiet (or our phase 1 stalled): ask the acceptors
     /// whether they lost it too before raising our ballot.
     fn start_pre_vote(&mut self, out: &mut Output) {
-        let ballot = Ballot::new(self.max_seen.round + 1, self.me.clone());
+        // Saturating: a round of u64::MAX can only come from a broken peer,
+        // and must not wrap our ballots back to zero.
+        let ballot = Ballot::new(self.max_seen.round.saturating_add(1), self.me.clone());
         // A stalled phase 1 of ours is over; commands it queued wait for
         // the next leader (us again, or whoever's heartbeat comes first).
         self.promises.clear();
@@ -511,13 +523,13 @@ impl Proposer {
     }
 
     fn start_election(&mut self, out: &mut Output) {
-        self.ballot = Ballot::new(self.max_seen.round + 1, self.me.clone());
+        self.ballot = Ballot::new(self.max_seen.round.saturating_add(1), self.me.clone());
         self.max_seen = self.ballot.clone();
         self.phase = Phase::Candidate;
         self.leader = None;
         self.promises.clear();
         self.inflight.clear();
-        self.recovering.clear();
+        self.stop_recovery();
         self.prepare_sent_at = self.now;
         self.reset_deadline();
         tracing_debug(&self.me, "candidate", &self.ballot);
@@ -588,7 +600,7 @@ impl Proposer {
         }
         let end = found
             .last_key_value()
-            .map_or(self.first_unchosen, |(s, _)| s + 1)
+            .map_or(self.first_unchosen, |(s, _)| s.saturating_add(1))
             .max(self.first_unchosen);
         self.phase = Phase::Leader;
         self.leader = Some(self.me.clone());
@@ -598,10 +610,9 @@ impl Proposer {
         tracing_debug(&self.me, "leader", &self.ballot);
         // Every slot below `end` counts as proposed by us from here on (the
         // read index relies on it); `fill_window` paces the sending.
-        self.recovering = (self.first_unchosen..end)
-            .filter(|slot| !self.chosen_above.contains(slot))
-            .map(|slot| (slot, found.remove(&slot).map_or(Value::Noop, |(_, v)| v)))
-            .collect();
+        self.recovering = found.into_iter().map(|(s, (_, v))| (s, v)).collect();
+        self.recover_next = self.first_unchosen;
+        self.recover_end = end;
         self.send_heartbeats(out);
         self.fill_window(out);
     }
@@ -807,7 +818,7 @@ impl Proposer {
         }
         self.phase = Phase::Follower;
         self.leader = (higher.node != self.me).then(|| higher.node.clone());
-        let recovering = std::mem::take(&mut self.recovering).into_values();
+        let recovering = self.stop_recovery().into_values();
         let unfinished: Vec<Command> = std::mem::take(&mut self.inflight)
             .into_values()
             .map(|f| f.value)
@@ -945,8 +956,12 @@ impl Proposer {
         out: &mut Output,
     ) {
         // Everything below the leader's first unchosen slot is chosen, so a
-        // future phase 1 of ours need not ask about it.
-        self.learn_chosen_below(first_unchosen);
+        // future phase 1 of ours need not ask about it. If we lead, that
+        // may have emptied our window: refill it, or recovered slots would
+        // wait for the next client command.
+        if self.learn_chosen_below(first_unchosen) {
+            self.fill_window(out);
+        }
         if ballot < self.max_seen {
             if self.phase == Phase::Leader {
                 // A deposed leader is talking: tell it about us right away.
@@ -1010,19 +1025,25 @@ impl Proposer {
         while self.phase == Phase::Leader
             && self.inflight.len() < self.cfg.window.max(RECOVERY_WINDOW)
         {
-            let Some((slot, value)) = self.recovering.pop_first() else {
+            if self.recover_next >= self.recover_end {
                 break;
-            };
+            }
+            let slot = self.recover_next;
+            self.recover_next += 1;
+            let value = self.recovering.remove(&slot).unwrap_or(Value::Noop);
             if slot >= self.first_unchosen && !self.chosen_above.contains(&slot) {
                 self.send_accept(slot, value, out);
             }
         }
-        if !self.recovering.is_empty() {
+        if self.recover_next < self.recover_end {
             return;
         }
         while self.phase == Phase::Leader
             && self.inflight.len() < self.cfg.window
             && !self.queue.is_empty()
+            // The last slot number is never used: a broken peer's promise
+            // could put us there, and reusing it would give it two values.
+            && self.next_slot < Slot::MAX
         {
             let mut batch = Vec::new();
             let mut bytes = 0;
@@ -1081,6 +1102,14 @@ impl Proposer {
             self.finish_slot(slot);
         }
         self.recovering = self.recovering.split_off(&self.first_unchosen);
+        self.recover_next = self.recover_next.max(self.first_unchosen);
+    }
+
+    /// Ends a recovery; returns the values it had yet to send.
+    fn stop_recovery(&mut self) -> BTreeMap<Slot, Value> {
+        self.recover_next = 0;
+        self.recover_end = 0;
+        std::mem::take(&mut self.recovering)
     }
 }
 

@@ -236,6 +236,66 @@ fn a_long_phase_1_is_reproposed_a_window_at_a_time_before_new_commands() {
 }
 
 #[test]
+fn a_deposed_leaders_heartbeat_that_finishes_the_window_refills_it() {
+    // The window holds recovered slots 0..128 of 300. A deposed leader's
+    // heartbeat says everything below 200 is chosen: that empties the
+    // window, and the rest of the recovery must go out at once, not wait
+    // for a client command that may never come (an idle cluster's reads
+    // wait on the index, 300).
+    let mut p = proposer();
+    let v = |x| Value::Batch(vec![cmd(x)]);
+    let found: Vec<PromiseEntry> = (0..300)
+        .map(|slot| PromiseEntry {
+            slot,
+            ballot: b(1, "p2"),
+            value: v(slot),
+        })
+        .collect();
+    elect(&mut p, vec![found.clone(), found]);
+    assert_eq!(p.inflight(), RECOVERY_WINDOW);
+    let deposed = Ballot::new(p.ballot().round - 1, n("p2"));
+    let out = p.handle(
+        n("p2"),
+        ProposerMsg::Heartbeat {
+            ballot: deposed,
+            first_unchosen: 200,
+        },
+    );
+    assert!(p.is_leader());
+    let sent = accepts(&out);
+    assert_eq!(sent.keys().next(), Some(&200));
+    assert_eq!(sent.len(), 100);
+    assert_eq!(p.inflight(), 100);
+}
+
+#[test]
+fn the_last_round_or_slot_number_from_a_broken_peer_does_not_overflow() {
+    let mut p = proposer();
+    let ballot = run_to_candidate(&mut p);
+    p.handle(
+        n("a1"),
+        ProposerMsg::Preempted {
+            ballot,
+            promised: b(u64::MAX, "p2"),
+        },
+    );
+    let next = run_to_candidate(&mut p);
+    assert_eq!(next.round, u64::MAX, "no wrap back to round 0");
+
+    // A promise naming the last slot: nothing may ever be proposed past it.
+    let mut p = proposer();
+    let last = PromiseEntry {
+        slot: Slot::MAX,
+        ballot: b(1, "p2"),
+        value: Value::Batch(vec![cmd(1)]),
+    };
+    // Filling the gap below it is paced, and the gap is not stored.
+    let out = elect(&mut p, vec![vec![last.clone()], vec![last]]);
+    assert_eq!(accepts(&out).len(), RECOVERY_WINDOW);
+    assert_eq!(p.inflight(), RECOVERY_WINDOW);
+}
+
+#[test]
 fn a_paged_promise_counts_once_its_pages_cover_the_log() {
     let mut p = proposer();
     let ballot = run_to_candidate(&mut p);

@@ -13,6 +13,10 @@ use synod_transport::{Deliver, Outbound, Router};
 use synod_types::{ClientId, NodeId, ReplicaMsg, Slot, StateMachine};
 use tokio::sync::oneshot;
 
+/// Exit code when snapshots cannot be written at all (EX_SOFTWARE, as for
+/// an acceptor whose log fails).
+pub const EXIT_SNAPSHOT_FAILURE: i32 = 70;
+
 /// A client request: `op` is the state machine command in codec encoding.
 /// The answer arrives on `reply` once the command is applied here.
 #[derive(Message)]
@@ -82,6 +86,8 @@ pub struct ReplicaActor<S: StateMachine> {
     arrived: Vec<(ClientId, u64, Bytes)>,
     /// Where snapshots go; `None` keeps them in memory only (tests).
     store: Option<SnapshotStore>,
+    /// Whether snapshots are written at all (`store` is taken at start).
+    persists: bool,
     writer: Option<mpsc::Sender<Snapshot>>,
     extra: Option<StatusExtra>,
 }
@@ -114,6 +120,7 @@ impl<S: StateMachine + Unpin> ReplicaActor<S> {
             tick,
             waiting: HashMap::new(),
             arrived: Vec::new(),
+            persists: store.is_some(),
             store,
             writer: None,
             extra: None,
@@ -136,10 +143,14 @@ impl<S: StateMachine + Unpin> ReplicaActor<S> {
                 Some(w) => {
                     let _ = w.send(snap);
                 }
-                None => {
+                // Nowhere to write it (an in-memory replica): as durable
+                // as it will get.
+                None if !self.persists => {
                     let more = self.logic.snapshot_durable(snap);
                     self.execute(more);
                 }
+                // The writer is gone (the node is stopping): not durable.
+                None => self.logic.snapshot_failed(),
             }
         }
         for (to, msg) in out.send {
@@ -183,7 +194,12 @@ impl<S: StateMachine + Unpin> Actor for ReplicaActor<S> {
                 });
             match spawned {
                 Ok(_) => self.writer = Some(tx),
-                Err(e) => tracing::error!(node = %self.me, "no snapshot writer thread: {e}"),
+                Err(e) => {
+                    // Without it no snapshot becomes durable, so the log is
+                    // never compacted: stop rather than run on like that.
+                    tracing::error!(node = %self.me, "no snapshot writer thread: {e}");
+                    System::current().stop_with_code(EXIT_SNAPSHOT_FAILURE);
+                }
             }
         }
         ctx.run_interval(self.tick, |act, _| {

@@ -24,14 +24,19 @@ pub struct SnapshotStore {
 }
 
 impl SnapshotStore {
+    /// Opens `dir` for snapshots, creating it (durably: the cluster may
+    /// compact its log against a snapshot in it) if missing.
     pub fn open(dir: &Path) -> Result<SnapshotStore, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        Ok(SnapshotStore {
+        crate::create_dir_durably(dir)?;
+        Ok(SnapshotStore::read_only(dir))
+    }
+
+    /// For reading what `dir` holds without changing anything on disk
+    /// (`synod inspect`); `load` finds no snapshot if `dir` is missing.
+    pub fn read_only(dir: &Path) -> SnapshotStore {
+        SnapshotStore {
             dir: dir.to_path_buf(),
-        })
+        }
     }
 
     pub fn path(&self) -> PathBuf {

@@ -63,6 +63,9 @@ pub struct LocalRoles {
 #[rtype(result = "()")]
 pub struct Register(pub LocalRoles);
 
+/// Inbound peer connections allowed to be in their handshake at once.
+pub const MAX_HANDSHAKING: usize = 64;
+
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
     pub cluster_id: String,

@@ -9,7 +9,7 @@
 use crate::{Inbound, Router, TransportConfig};
 use actix::Addr;
 use futures::StreamExt;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use synod_codec::{Frame, PeerCodec, PROTOCOL_VERSION};
@@ -25,13 +25,25 @@ type Current = Rc<RefCell<HashMap<NodeId, oneshot::Sender<()>>>>;
 pub(crate) fn spawn(listener: TcpListener, cfg: TransportConfig, router: Addr<Router>) {
     actix::spawn(async move {
         let current = Current::default();
+        // Connections that have not said who they are yet. Anyone can open
+        // one, and each holds a descriptor until the handshake times out:
+        // unbounded, a flood of them would use up the process's descriptors
+        // and cut off clients, peers and the log alike.
+        let handshaking = Rc::new(Cell::new(0usize));
         loop {
             match listener.accept().await {
                 Ok((stream, addr)) => {
+                    if handshaking.get() >= crate::MAX_HANDSHAKING {
+                        tracing::debug!(node = %cfg.me, %addr, "too many handshakes at once, closing");
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     let (cfg, router, current) = (cfg.clone(), router.clone(), current.clone());
+                    let handshaking = handshaking.clone();
+                    handshaking.set(handshaking.get() + 1);
                     actix::spawn(async move {
-                        if let Err(e) = serve(stream, &cfg, router, current).await {
+                        let pending = Pending(handshaking);
+                        if let Err(e) = serve(stream, &cfg, router, current, pending).await {
                             tracing::debug!(node = %cfg.me, %addr, "peer connection closed: {e}");
                         }
                     });
@@ -46,11 +58,21 @@ pub(crate) fn spawn(listener: TcpListener, cfg: TransportConfig, router: Addr<Ro
     });
 }
 
+/// Counts a connection as handshaking until dropped.
+struct Pending(Rc<Cell<usize>>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
 async fn serve(
     stream: TcpStream,
     cfg: &TransportConfig,
     router: Addr<Router>,
     current: Current,
+    pending: Pending,
 ) -> Result<(), String> {
     let (rd, mut wr) = stream.into_split();
     let mut frames = FramedRead::new(rd, PeerCodec::for_hello());
@@ -101,6 +123,7 @@ async fn serve(
         .map_err(|e| e.to_string())?;
     wr.write_all(&buf).await.map_err(|e| e.to_string())?;
     frames.decoder_mut().set_max_frame(cfg.max_frame);
+    drop(pending);
     tracing::debug!(node = %cfg.me, %peer, "peer connected");
     let (close, mut replaced) = oneshot::channel();
     if let Some(older) = current.borrow_mut().insert(peer.clone(), close) {

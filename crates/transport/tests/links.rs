@@ -234,3 +234,32 @@ async fn a_newer_connection_from_a_peer_closes_the_older_one() {
     let idle = tokio::time::timeout(Duration::from_millis(300), new.read_to_end(&mut rest)).await;
     assert!(idle.is_err(), "the newest connection stays open");
 }
+
+#[actix_rt::test]
+async fn connections_that_never_say_hello_are_bounded() {
+    let b_addr = addr();
+    let _b = Router::start(config("b", b_addr, ("a", addr()))).unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..synod_transport::MAX_HANDSHAKING {
+        idle.push(tokio::net::TcpStream::connect(b_addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One more is closed at once, not held for the handshake timeout (5 s).
+    let mut extra = tokio::net::TcpStream::connect(b_addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    // Once they go, a real peer gets in.
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let hello = Frame::Hello {
+        cluster_id: "test-cluster".into(),
+        version: PROTOCOL_VERSION,
+        node: NodeId::new("a"),
+        settings: "max_sessions=100".into(),
+    };
+    assert!(
+        !handshake_answer(b_addr, hello).await.is_empty(),
+        "a hello back"
+    );
+}
