@@ -16,7 +16,7 @@ use synod_types::{Envelope, NodeId};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 /// Bumped whenever [`Frame`] or any message changes shape.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Default cap on one peer frame.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;

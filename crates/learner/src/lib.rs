@@ -466,8 +466,13 @@ impl Learner {
             ));
         }
         for p in &self.chosen_to {
-            out.send
-                .push((p.clone(), Message::Proposer(ProposerMsg::Chosen { slot })));
+            out.send.push((
+                p.clone(),
+                Message::Proposer(ProposerMsg::Chosen {
+                    slot,
+                    learned_below: self.first_unlearned,
+                }),
+            ));
         }
         out.decided.push((slot, value));
     }
@@ -674,9 +679,13 @@ mod tests {
                 value: Value::Noop
             })
         )));
-        assert!(out
-            .send
-            .contains(&(n("p1"), Message::Proposer(ProposerMsg::Chosen { slot: 0 }))));
+        assert!(out.send.contains(&(
+            n("p1"),
+            Message::Proposer(ProposerMsg::Chosen {
+                slot: 0,
+                learned_below: 1
+            })
+        )));
         // Decided once only.
         assert!(accepted(&mut l, "a2", b(1), 0, Value::Noop).send.is_empty());
     }

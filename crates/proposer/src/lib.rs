@@ -179,26 +179,27 @@ struct PromisePages {
     compacted_below: Slot,
     /// Page start → page end (`None`: to the end of the log).
     pages: BTreeMap<Slot, Option<Slot>>,
+    /// When the latest page arrived (our clock).
+    last_page: u64,
 }
 
 impl PromisePages {
     /// Whether the pages together speak for every slot from `from` on:
-    /// only then does this promise count towards the majority.
+    /// only then does this promise count towards the majority. One pass
+    /// in page order: a page that starts past the coverage so far leaves a
+    /// gap no later page (starting later still) can fill.
     fn covers_from(&self, from: Slot) -> bool {
-        let mut at = from;
-        loop {
-            let mut reach = at;
-            for end in self.pages.range(..=at).map(|(_, end)| *end) {
-                match end {
-                    None => return true,
-                    Some(end) => reach = reach.max(end),
-                }
-            }
-            if reach == at {
+        let mut reach = from;
+        for (&start, &end) in &self.pages {
+            if start > reach {
                 return false;
             }
-            at = reach;
+            match end {
+                None => return true,
+                Some(end) => reach = reach.max(end),
+            }
         }
+        false
     }
 }
 
@@ -381,7 +382,9 @@ impl Proposer {
             ProposerMsg::Accepted { ballot, slot } => {
                 self.handle_accepted(from, ballot, slot, &mut out)
             }
-            ProposerMsg::Preempted { promised, .. } => self.handle_preempted(promised, &mut out),
+            ProposerMsg::Preempted { promised, .. } => {
+                self.handle_preempted(from, promised, &mut out)
+            }
             ProposerMsg::Propose { commands } => self.handle_propose(commands, &mut out),
             ProposerMsg::Heartbeat {
                 ballot,
@@ -400,9 +403,18 @@ impl Proposer {
                     self.fill_window(&mut out);
                 }
             }
-            ProposerMsg::Chosen { slot } => {
+            ProposerMsg::Chosen {
+                slot,
+                learned_below,
+            } => {
+                // Only a learner knows; anyone else's word on what is
+                // chosen could make a leader skip live slots.
+                if !self.learners.contains(&from) {
+                    return out;
+                }
                 // `mark_chosen` may itself finish this slot and others
                 // (all below the new first unchosen), so refill regardless.
+                self.learn_chosen_below(learned_below);
                 self.mark_chosen(slot);
                 self.finish_slot(slot);
                 self.fill_window(&mut out);
@@ -425,7 +437,7 @@ impl Proposer {
                 self.prepare_sent_at = self.now;
                 let msg = self.prepare_msg();
                 for a in &self.acceptors {
-                    if !self.promises.contains_key(a) {
+                    if self.promise_stalled(a) {
                         out.send.push((a.clone(), msg.clone()));
                     }
                 }
@@ -556,6 +568,13 @@ impl Proposer {
         p.entries.extend(page.accepted);
         p.compacted_below = p.compacted_below.max(page.compacted_below);
         p.pages.insert(page.covers.0, page.covers.1);
+        p.last_page = self.now;
+        // Pages still arriving are progress: a long log may take longer to
+        // send than an election timeout, and starting over would only send
+        // it all again (behind the pages still queued).
+        self.deadline = self
+            .deadline
+            .max(self.now + self.cfg.election_timeout_ticks.max(1));
         let complete = self
             .promises
             .values()
@@ -564,6 +583,15 @@ impl Proposer {
         if complete >= majority(self.acceptors.len()) {
             self.become_leader(out);
         }
+    }
+
+    /// Whether `acceptor`'s promise for our ballot is missing, or incomplete
+    /// with no page for a retransmit interval.
+    fn promise_stalled(&self, acceptor: &NodeId) -> bool {
+        self.promises.get(acceptor).is_none_or(|p| {
+            !p.covers_from(self.first_unchosen)
+                && self.now - p.last_page >= self.cfg.retransmit_ticks
+        })
     }
 
     fn become_leader(&mut self, out: &mut Output) {
@@ -799,8 +827,22 @@ impl Proposer {
         }
     }
 
-    fn handle_preempted(&mut self, promised: Ballot, out: &mut Output) {
-        if promised > self.ballot && self.phase != Phase::Follower {
+    fn handle_preempted(&mut self, from: NodeId, promised: Ballot, out: &mut Output) {
+        if self.phase == Phase::Candidate && promised == self.ballot && self.promise_stalled(&from)
+        {
+            // The acceptor promised us, and this answers a Prepare we
+            // re-sent because its promise never (fully) arrived: some pages
+            // were lost. It will not answer the same ballot twice (a
+            // restarted proposer could otherwise lead a ballot a second
+            // time), so only a new ballot gets its promise now, rather than
+            // at the election deadline.
+            tracing_debug(
+                &self.me,
+                "candidate again (promise pages lost)",
+                &self.ballot,
+            );
+            self.start_pre_vote(out);
+        } else if promised > self.ballot && self.phase != Phase::Follower {
             self.step_down(promised, out);
         } else if promised > self.max_seen {
             self.max_seen = promised;

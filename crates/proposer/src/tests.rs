@@ -1225,3 +1225,159 @@ fn a_thrifty_leader_confirms_reads_with_a_majority_and_widens_when_it_is_slow() 
         "a majority of confirmations answers the read: {out:?}"
     );
 }
+
+#[test]
+fn a_promise_whose_pages_were_lost_gets_a_new_ballot_not_a_timeout() {
+    let mut p = proposer();
+    let ballot = run_to_candidate(&mut p);
+    let page = |from_slot, more_from| ProposerMsg::Promise {
+        ballot: ballot.clone(),
+        accepted: vec![],
+        compacted_below: 0,
+        from_slot,
+        more_from,
+    };
+    p.handle(n("a1"), page(0, None));
+    // a2's first page arrives, the rest are lost.
+    p.handle(n("a2"), page(0, Some(5)));
+    assert!(!p.is_leader());
+
+    // Pages still arriving hold off the election deadline: a page on the
+    // last tick before the deadline buys another full timeout.
+    let mut ticked = 0;
+    let resent = loop {
+        let out = p.tick();
+        ticked += 1;
+        let prepares: BTreeSet<NodeId> = out
+            .send
+            .iter()
+            .filter(|(_, m)| matches!(m, Message::Acceptor(AcceptorMsg::Prepare { .. })))
+            .map(|(to, _)| to.clone())
+            .collect();
+        if !prepares.is_empty() {
+            break prepares;
+        }
+        assert!(
+            ticked < 1000,
+            "the stalled promise is never asked for again"
+        );
+    };
+    assert_eq!(p.phase(), &Phase::Candidate, "still the same election");
+    // a1 is complete: it is not asked again. a2 (stalled) and a3
+    // (silent) are.
+    assert_eq!(resent, set(&["a2", "a3"]));
+
+    // a2 already promised this ballot, so it answers the re-sent Prepare
+    // with Preempted at our own ballot: that means "pages lost", and only
+    // a new ballot gets a full promise now.
+    let out = p.handle(
+        n("a2"),
+        ProposerMsg::Preempted {
+            ballot: ballot.clone(),
+            promised: ballot.clone(),
+        },
+    );
+    assert!(
+        out.send
+            .iter()
+            .any(|(_, m)| matches!(m, Message::Acceptor(AcceptorMsg::PreVote { .. }))),
+        "no new pre-vote after lost pages: {out:?}"
+    );
+    assert_eq!(p.phase(), &Phase::PreCandidate);
+
+    // A Preempted at our ballot from a complete acceptor (a duplicate
+    // Prepare it answered twice) is no reason to start over.
+    let mut q = proposer();
+    let ballot = run_to_candidate(&mut q);
+    q.handle(
+        n("a1"),
+        ProposerMsg::Promise {
+            ballot: ballot.clone(),
+            accepted: vec![],
+            compacted_below: 0,
+            from_slot: 0,
+            more_from: None,
+        },
+    );
+    let out = q.handle(
+        n("a1"),
+        ProposerMsg::Preempted {
+            ballot: ballot.clone(),
+            promised: ballot.clone(),
+        },
+    );
+    assert!(out.send.is_empty(), "{out:?}");
+    assert_eq!(q.phase(), &Phase::Candidate);
+}
+
+#[test]
+fn promise_pages_still_arriving_hold_off_the_election_deadline() {
+    let mut p = proposer();
+    let ballot = run_to_candidate(&mut p);
+    let timeout = cfg().election_timeout_ticks;
+    // A page every few ticks, for several election timeouts: the
+    // candidate keeps waiting for the rest instead of starting over.
+    for i in 0..(3 * timeout) {
+        if i % 5 == 0 {
+            p.handle(
+                n("a1"),
+                ProposerMsg::Promise {
+                    ballot: ballot.clone(),
+                    accepted: vec![],
+                    compacted_below: 0,
+                    from_slot: i,
+                    more_from: Some(i + 5),
+                },
+            );
+        }
+        let out = p.tick();
+        assert!(
+            !out.send
+                .iter()
+                .any(|(_, m)| matches!(m, Message::Acceptor(AcceptorMsg::PreVote { .. }))),
+            "a new election while pages were arriving (tick {i})"
+        );
+        assert_eq!(p.phase(), &Phase::Candidate);
+    }
+}
+
+#[test]
+fn a_learner_past_a_compacted_prefix_moves_the_proposer_past_it_too() {
+    let mut p = proposer();
+    // A learner that caught up from a snapshot reports slots far above
+    // anything this proposer saw chosen: the prefix moves it past them
+    // all, instead of leaving a thousand held gaps.
+    for slot in 1000..1010 {
+        p.handle(
+            n("l1"),
+            ProposerMsg::Chosen {
+                slot,
+                learned_below: slot + 1,
+            },
+        );
+    }
+    assert_eq!(p.first_unchosen(), 1010);
+    assert!(p.chosen_above.is_empty());
+
+    // Only a learner's word counts.
+    p.handle(
+        n("r1"),
+        ProposerMsg::Chosen {
+            slot: 5000,
+            learned_below: 5001,
+        },
+    );
+    assert_eq!(p.first_unchosen(), 1010);
+    assert!(p.chosen_above.is_empty());
+
+    // A slot chosen past a hole the learner has not filled is held.
+    p.handle(
+        n("l1"),
+        ProposerMsg::Chosen {
+            slot: 1020,
+            learned_below: 1010,
+        },
+    );
+    assert_eq!(p.first_unchosen(), 1010);
+    assert_eq!(p.chosen_above.len(), 1);
+}

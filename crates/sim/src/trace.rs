@@ -66,7 +66,10 @@ pub fn message(m: &Message) -> String {
         }) => {
             format!("Heartbeat {ballot:?} first_unchosen={first_unchosen}")
         }
-        Message::Proposer(ProposerMsg::Chosen { slot }) => format!("Chosen slot={slot}"),
+        Message::Proposer(ProposerMsg::Chosen {
+            slot,
+            learned_below,
+        }) => format!("Chosen slot={slot} learned_below={learned_below}"),
         Message::Acceptor(AcceptorMsg::Heartbeat { ballot }) => {
             format!("Heartbeat→acceptor {ballot:?}")
         }

@@ -141,8 +141,11 @@ pub enum ProposerMsg {
         ballot: Ballot,
         first_unchosen: Slot,
     },
-    /// A learner saw `slot` chosen.
-    Chosen { slot: Slot },
+    /// A learner saw `slot` chosen, and knows every slot below
+    /// `learned_below` chosen (a learner that caught up past a compacted
+    /// prefix reports slots far above a proposer that missed them; without
+    /// the prefix the proposer would hold every such slot as a gap).
+    Chosen { slot: Slot, learned_below: Slot },
     /// A replica's state up to (not including) `slot` is in a durable
     /// snapshot; the leader compacts below what a majority of replicas hold.
     SnapshotTaken { slot: Slot },
