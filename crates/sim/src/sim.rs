@@ -239,8 +239,13 @@ pub(crate) struct Sim {
     storm_count: u64,
     storm_bytes: u64,
     storm_since: u64,
-    /// [`Sim::log_positions`] at `storm_since`.
-    storm_progress: u64,
+    /// Progress banked in this storm window: slots chosen before
+    /// `storm_chosen` don't count, and each node's forward movement since
+    /// its mark (taken at the window start, at its boot, and banked at its
+    /// crash, so a restart that sends it back does not cancel it).
+    storm_moved: u64,
+    storm_chosen: u64,
+    storm_marks: Vec<u64>,
     /// Deliveries per (role of message, variant name) in the current window.
     storm_kinds: BTreeMap<&'static str, u64>,
 }
@@ -382,7 +387,9 @@ impl Sim {
             storm_count: 0,
             storm_bytes: 0,
             storm_since: 0,
-            storm_progress: 0,
+            storm_moved: 0,
+            storm_chosen: 0,
+            storm_marks: vec![0; layout.len()],
             storm_kinds: BTreeMap::new(),
             opts,
         };
@@ -572,6 +579,7 @@ impl Sim {
     }
 
     fn crash(&mut self, i: usize, why: &str) {
+        self.bank_progress(i);
         self.stats.crashes += 1;
         let node = &mut self.nodes[i];
         node.up = false;
@@ -720,6 +728,8 @@ impl Sim {
         if node.incarnation > 0 {
             self.log(|| format!("RESTART {}", self.nodes[i].id));
         }
+        // Where a fresh node starts (a snapshot's slot) is not progress.
+        self.storm_marks[i] = self.log_position(i);
         Ok(())
     }
 
@@ -892,7 +902,11 @@ impl Sim {
             self.storm_count = 0;
             self.storm_bytes = 0;
             self.storm_kinds.clear();
-            self.storm_progress = self.log_positions();
+            self.storm_moved = 0;
+            self.storm_chosen = self.checker.chosen().len() as u64;
+            for i in 0..self.nodes.len() {
+                self.storm_marks[i] = self.log_position(i);
+            }
         }
         self.storm_count += 1;
         self.storm_bytes += bytes as u64;
@@ -903,7 +917,7 @@ impl Sim {
             return Ok(());
         }
         // Over the fixed limit: only now is progress worth counting.
-        let progress = self.log_positions().saturating_sub(self.storm_progress);
+        let progress = self.storm_progress();
         if self.storm_count <= STORM_LIMIT + progress * STORM_PER_PROGRESS
             && self.storm_bytes <= STORM_BYTES + progress * STORM_BYTES_PER_PROGRESS
         {
@@ -1475,17 +1489,32 @@ impl Sim {
             .all(|r| r.slot_out() >= want && r.pending() == 0)
     }
 
-    /// A count that grows whenever any role moves forward: slots chosen,
-    /// and every proposer's, learner's and replica's position in the log.
-    /// Positions can go back (a crash), which only lowers the allowance.
-    fn log_positions(&self) -> u64 {
-        let mut p = self.checker.chosen().len() as u64;
-        for n in self.nodes.iter().filter(|n| n.up) {
-            p += n.proposer.as_ref().map_or(0, |x| x.first_unchosen());
-            p += n.learner.as_ref().map_or(0, |x| x.first_unlearned());
-            p += n.replica.as_ref().map_or(0, |x| x.slot_out());
-        }
-        p
+    /// Where node `i`'s roles stand in the log, summed: its proposer's
+    /// first unchosen slot, its learner's first unlearned one, its
+    /// replica's next to apply.
+    fn log_position(&self, i: usize) -> u64 {
+        let n = &self.nodes[i];
+        n.proposer.as_ref().map_or(0, |x| x.first_unchosen())
+            + n.learner.as_ref().map_or(0, |x| x.first_unlearned())
+            + n.replica.as_ref().map_or(0, |x| x.slot_out())
+    }
+
+    /// Moves node `i`'s mark to where it stands, banking any forward
+    /// movement since the last mark.
+    fn bank_progress(&mut self, i: usize) {
+        let at = self.log_position(i);
+        self.storm_moved += at.saturating_sub(self.storm_marks[i]);
+        self.storm_marks[i] = at;
+    }
+
+    /// Progress in the current storm window: slots newly chosen plus every
+    /// role's forward movement through the log.
+    fn storm_progress(&self) -> u64 {
+        let chosen = (self.checker.chosen().len() as u64).saturating_sub(self.storm_chosen);
+        let moving: u64 = (0..self.nodes.len())
+            .map(|i| self.log_position(i).saturating_sub(self.storm_marks[i]))
+            .sum();
+        self.storm_moved + chosen + moving
     }
 
     fn stuck(&self, what: &str) -> Violation {
