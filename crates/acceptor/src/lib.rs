@@ -79,6 +79,9 @@ pub struct Acceptor {
     lease_ticks: u64,
     /// Bytes of values one promise page or fetch answer gathers.
     message_budget: usize,
+    /// A leader told us every slot below this is chosen. Memory only: a
+    /// fact once true stays true, and after a restart we simply know less.
+    chosen_below: Slot,
 }
 
 /// Rewrite once this many more records were written than are live.
@@ -97,6 +100,7 @@ impl Acceptor {
             contact: None,
             lease_ticks: 0,
             message_budget: synod_types::MESSAGE_BUDGET,
+            chosen_below: 0,
         }
     }
 
@@ -168,7 +172,7 @@ impl Acceptor {
             AcceptorMsg::Prepare { ballot, .. }
             | AcceptorMsg::Accept { ballot, .. }
             | AcceptorMsg::Confirm { ballot, .. }
-            | AcceptorMsg::Heartbeat { ballot } => self.touch(ballot),
+            | AcceptorMsg::Heartbeat { ballot, .. } => self.touch(ballot),
             AcceptorMsg::Fetch { .. }
             | AcceptorMsg::Compact { .. }
             | AcceptorMsg::PreVote { .. } => {}
@@ -182,7 +186,12 @@ impl Acceptor {
                 slot,
                 value,
             } => self.handle_accept(from, ballot, slot, value),
-            AcceptorMsg::Heartbeat { ballot } => {
+            AcceptorMsg::Heartbeat {
+                ballot,
+                first_unchosen,
+            } => {
+                // Even a deposed leader's progress is true: chosen is forever.
+                self.chosen_below = self.chosen_below.max(first_unchosen);
                 let mut out = Output::default();
                 let answer = if ballot >= self.state.promised {
                     Message::Proposer(ProposerMsg::HeartbeatAck { ballot })
@@ -282,6 +291,7 @@ impl Acceptor {
         // log (a proposer that restarted without its progress) would
         // otherwise exceed the frame limit and be dropped at the sender,
         // every time, and no leader could ever be elected.
+        let from_slot = from_slot.max(self.chosen_below);
         let mut rest: Vec<PromiseEntry> = self
             .state
             .accepted
@@ -306,6 +316,7 @@ impl Acceptor {
                     ballot: ballot.clone(),
                     accepted: std::mem::replace(&mut rest, later),
                     compacted_below: self.state.compacted_below,
+                    chosen_below: self.chosen_below,
                     from_slot: page_from,
                     more_from,
                 }),
@@ -452,7 +463,10 @@ mod tests {
                 // The leader's heartbeats (or accepts) keep it alive.
                 a.handle(
                     NodeId::new("p1"),
-                    AcceptorMsg::Heartbeat { ballot: b(1, "p1") },
+                    AcceptorMsg::Heartbeat {
+                        ballot: b(1, "p1"),
+                        first_unchosen: 0,
+                    },
                 );
             }
             assert!(pre_vote(&mut a, b(2, "p2")).is_empty(), "tick {t}");
@@ -460,7 +474,10 @@ mod tests {
         // A stale leader's heartbeat is no sign of life of ours.
         a.handle(
             NodeId::new("p0"),
-            AcceptorMsg::Heartbeat { ballot: b(0, "p0") },
+            AcceptorMsg::Heartbeat {
+                ballot: b(0, "p0"),
+                first_unchosen: 0,
+            },
         );
         for _ in 0..29 {
             a.tick();
@@ -541,11 +558,69 @@ mod tests {
                         value: v(7)
                     }],
                     compacted_below: 0,
+                    chosen_below: 0,
                     from_slot: 4,
                     more_from: None,
                 })
             )]
         );
+    }
+
+    #[test]
+    fn a_promise_starts_where_a_leader_said_the_log_is_chosen() {
+        let mut a = acc();
+        for slot in 0..6 {
+            accept(&mut a, b(1, "p1"), slot, v(slot as u8));
+        }
+        a.handle(
+            NodeId::new("p1"),
+            AcceptorMsg::Heartbeat {
+                ballot: b(1, "p1"),
+                first_unchosen: 4,
+            },
+        );
+        // An older leader's lower mark does not move it back.
+        a.handle(
+            NodeId::new("p0"),
+            AcceptorMsg::Heartbeat {
+                ballot: b(0, "p0"),
+                first_unchosen: 2,
+            },
+        );
+        match &prepare(&mut a, b(2, "p2"), 1).send[..] {
+            [(
+                _,
+                Message::Proposer(ProposerMsg::Promise {
+                    accepted,
+                    chosen_below,
+                    from_slot,
+                    more_from: None,
+                    ..
+                }),
+            )] => {
+                assert_eq!(*chosen_below, 4);
+                assert_eq!(*from_slot, 4);
+                assert_eq!(
+                    accepted.iter().map(|e| e.slot).collect::<Vec<_>>(),
+                    vec![4, 5]
+                );
+            }
+            m => panic!("unexpected {m:?}"),
+        }
+        // The mark is memory only: a restarted acceptor reports everything
+        // it holds again (and nothing is lost from disk).
+        let mut fresh = Acceptor::new(NodeId::new("a1"), vec![], a.state.clone());
+        match &prepare(&mut fresh, b(3, "p2"), 1).send[0].1 {
+            Message::Proposer(ProposerMsg::Promise {
+                accepted,
+                chosen_below,
+                ..
+            }) => {
+                assert_eq!(*chosen_below, 0);
+                assert_eq!(accepted.len(), 5);
+            }
+            m => panic!("unexpected {m:?}"),
+        }
     }
 
     #[test]

@@ -257,6 +257,7 @@ mod tests {
                         value,
                     }],
                     compacted_below: slot / 2,
+                    chosen_below: slot / 3,
                     from_slot: slot / 4,
                     more_from: slot.checked_add(1),
                 })

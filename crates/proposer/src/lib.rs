@@ -168,6 +168,7 @@ const RECOVERY_WINDOW: usize = 128;
 struct PromisePage {
     accepted: Vec<PromiseEntry>,
     compacted_below: Slot,
+    chosen_below: Slot,
     /// The slots it speaks for: `from..to`, `to = None` meaning all after.
     covers: (Slot, Option<Slot>),
 }
@@ -363,12 +364,14 @@ impl Proposer {
                 ballot,
                 accepted,
                 compacted_below,
+                chosen_below,
                 from_slot,
                 more_from,
             } => {
                 let page = PromisePage {
                     accepted,
                     compacted_below,
+                    chosen_below,
                     covers: (from_slot, more_from),
                 };
                 self.handle_promise(from, ballot, page, &mut out)
@@ -564,6 +567,9 @@ impl Proposer {
         {
             return;
         }
+        // The acceptor's pages start no lower than what it knows chosen,
+        // so that must be known here before its coverage is judged.
+        self.learn_chosen_below(page.chosen_below);
         let p = self.promises.entry(from).or_default();
         p.entries.extend(page.accepted);
         p.compacted_below = p.compacted_below.max(page.compacted_below);
@@ -760,6 +766,7 @@ impl Proposer {
         // touch with us.
         let alive = Message::Acceptor(AcceptorMsg::Heartbeat {
             ballot: self.ballot.clone(),
+            first_unchosen: self.first_unchosen,
         });
         for a in &self.acceptors {
             out.send.push((a.clone(), alive.clone()));

@@ -89,6 +89,7 @@ fn elect(p: &mut Proposer, promises: Vec<Vec<PromiseEntry>>) -> Output {
                 ballot: ballot.clone(),
                 accepted,
                 compacted_below: 0,
+                chosen_below: 0,
                 from_slot: 0,
                 more_from: None,
             },
@@ -311,6 +312,7 @@ fn a_paged_promise_counts_once_its_pages_cover_the_log() {
             })
             .collect(),
         compacted_below: 0,
+        chosen_below: 0,
         from_slot,
         more_from,
     };
@@ -344,6 +346,7 @@ fn promise_needs_a_majority_of_distinct_acceptors() {
                 ballot: ballot.clone(),
                 accepted: vec![],
                 compacted_below: 0,
+                chosen_below: 0,
                 from_slot: 0,
                 more_from: None,
             },
@@ -355,6 +358,7 @@ fn promise_needs_a_majority_of_distinct_acceptors() {
             ballot: ballot.clone(),
             accepted: vec![],
             compacted_below: 0,
+            chosen_below: 0,
             from_slot: 0,
             more_from: None,
         },
@@ -366,6 +370,7 @@ fn promise_needs_a_majority_of_distinct_acceptors() {
             ballot,
             accepted: vec![],
             compacted_below: 0,
+            chosen_below: 0,
             from_slot: 0,
             more_from: None,
         },
@@ -636,6 +641,7 @@ fn new_leader_starts_past_compacted_slots() {
             ballot: ballot.clone(),
             accepted: vec![],
             compacted_below: 10,
+            chosen_below: 0,
             from_slot: 0,
             more_from: None,
         },
@@ -657,6 +663,7 @@ fn new_leader_starts_past_compacted_slots() {
                 },
             ],
             compacted_below: 0,
+            chosen_below: 0,
             from_slot: 0,
             more_from: None,
         },
@@ -687,6 +694,7 @@ fn a_compaction_mark_after_phase_1_moves_the_leader_past_it() {
                 ballot: ballot.clone(),
                 accepted: (10..14).map(old).collect(),
                 compacted_below: 10,
+                chosen_below: 0,
                 from_slot: 0,
                 more_from: None,
             },
@@ -969,7 +977,8 @@ fn leader_heartbeats_reach_the_acceptors() {
             out.send.contains(&(
                 a.clone(),
                 Message::Acceptor(AcceptorMsg::Heartbeat {
-                    ballot: ballot.clone()
+                    ballot: ballot.clone(),
+                    first_unchosen: p.first_unchosen(),
                 })
             )),
             "no heartbeat to {a}"
@@ -1047,6 +1056,7 @@ fn colocated_leader(cfg: ProposerConfig) -> Proposer {
                 ballot: ballot.clone(),
                 accepted: vec![],
                 compacted_below: 0,
+                chosen_below: 0,
                 from_slot: 0,
                 more_from: None,
             },
@@ -1234,6 +1244,7 @@ fn a_promise_whose_pages_were_lost_gets_a_new_ballot_not_a_timeout() {
         ballot: ballot.clone(),
         accepted: vec![],
         compacted_below: 0,
+        chosen_below: 0,
         from_slot,
         more_from,
     };
@@ -1295,6 +1306,7 @@ fn a_promise_whose_pages_were_lost_gets_a_new_ballot_not_a_timeout() {
             ballot: ballot.clone(),
             accepted: vec![],
             compacted_below: 0,
+            chosen_below: 0,
             from_slot: 0,
             more_from: None,
         },
@@ -1325,6 +1337,7 @@ fn promise_pages_still_arriving_hold_off_the_election_deadline() {
                     ballot: ballot.clone(),
                     accepted: vec![],
                     compacted_below: 0,
+                    chosen_below: 0,
                     from_slot: i,
                     more_from: Some(i + 5),
                 },
@@ -1380,4 +1393,39 @@ fn a_learner_past_a_compacted_prefix_moves_the_proposer_past_it_too() {
     );
     assert_eq!(p.first_unchosen(), 1010);
     assert_eq!(p.chosen_above.len(), 1);
+}
+
+#[test]
+fn a_candidate_skips_what_acceptors_heard_was_chosen() {
+    let mut p = proposer();
+    let ballot = run_to_candidate(&mut p);
+    let v = |x| Value::Batch(vec![cmd(x)]);
+    // Both acceptors heard from the old leader that slots below 100 are
+    // chosen; their pages start there and hold slots 100 and 101.
+    let page = |chosen_below, accepted: Vec<(Slot, u64)>| ProposerMsg::Promise {
+        ballot: ballot.clone(),
+        accepted: accepted
+            .into_iter()
+            .map(|(slot, x)| PromiseEntry {
+                slot,
+                ballot: b(1, "p2"),
+                value: v(x),
+            })
+            .collect(),
+        compacted_below: 0,
+        chosen_below,
+        from_slot: chosen_below,
+        more_from: None,
+    };
+    p.handle(n("a1"), page(100, vec![(100, 1)]));
+    assert!(!p.is_leader());
+    let out = p.handle(n("a2"), page(90, vec![(95, 7), (101, 2)]));
+    assert!(p.is_leader(), "pages from the chosen mark on are complete");
+    assert_eq!(p.first_unchosen(), 100);
+    // Only the undecided part is re-proposed; slot 95 is chosen already
+    // (whatever a2 holds there) and is left to the learners.
+    let acc = accepts(&out);
+    assert_eq!(acc.keys().copied().collect::<Vec<_>>(), vec![100, 101]);
+    assert_eq!(acc.get(&100), Some(&v(1)));
+    assert_eq!(acc.get(&101), Some(&v(2)));
 }

@@ -37,6 +37,7 @@ pub fn message(m: &Message) -> String {
             ballot,
             accepted,
             compacted_below,
+            chosen_below,
             from_slot,
             more_from,
         }) => {
@@ -46,7 +47,8 @@ pub fn message(m: &Message) -> String {
                 .collect();
             let to = more_from.map_or("end".to_string(), |s| s.to_string());
             format!(
-                "Promise {ballot:?} slots {from_slot}..{to} compacted_below={compacted_below} accepted=[{}]",
+                "Promise {ballot:?} slots {from_slot}..{to} compacted_below={compacted_below} \
+                 chosen_below={chosen_below} accepted=[{}]",
                 parts.join(", ")
             )
         }
@@ -70,8 +72,11 @@ pub fn message(m: &Message) -> String {
             slot,
             learned_below,
         }) => format!("Chosen slot={slot} learned_below={learned_below}"),
-        Message::Acceptor(AcceptorMsg::Heartbeat { ballot }) => {
-            format!("Heartbeat→acceptor {ballot:?}")
+        Message::Acceptor(AcceptorMsg::Heartbeat {
+            ballot,
+            first_unchosen,
+        }) => {
+            format!("Heartbeat→acceptor {ballot:?} first_unchosen={first_unchosen}")
         }
         Message::Acceptor(AcceptorMsg::PreVote { ballot }) => format!("PreVote {ballot:?}"),
         Message::Proposer(ProposerMsg::PreVoteGranted { ballot }) => {

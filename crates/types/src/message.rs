@@ -95,7 +95,13 @@ pub enum AcceptorMsg {
     /// The leader of `ballot` is alive (sent with every proposer heartbeat),
     /// so this acceptor turns down pre-votes for a while. Answered with
     /// `ProposerMsg::HeartbeatAck`, or `Preempted` if `ballot` is too low.
-    Heartbeat { ballot: Ballot },
+    Heartbeat {
+        ballot: Ballot,
+        /// Every slot below this is chosen (the leader's progress). Kept in
+        /// memory only, so the acceptor can tell the next candidate where
+        /// the undecided part of the log starts.
+        first_unchosen: Slot,
+    },
     /// Pre-vote: "would you promise `ballot` if I ran phase 1 with it, and
     /// have you lost touch with the leader you follow?" Answered with
     /// `ProposerMsg::PreVoteGranted`, with `Preempted` if `ballot` is too
@@ -126,6 +132,12 @@ pub enum ProposerMsg {
         /// The acceptor forgot every slot below this (all chosen and in
         /// replicas' snapshots); the new leader must not re-propose there.
         compacted_below: Slot,
+        /// The acceptor heard from a leader that every slot below this is
+        /// chosen; its pages start there at the earliest. Chosen slots
+        /// need no phase 2 from the new leader (learners fetch their values
+        /// from the acceptors), so a leader elected after a restart does
+        /// not re-propose the whole log.
+        chosen_below: Slot,
         from_slot: Slot,
         more_from: Option<Slot>,
     },
