@@ -24,7 +24,14 @@
 //! - **Candidate**: picks a ballot above every ballot it has seen and sends
 //!   `Prepare(ballot, first_unchosen)` (p1a) to every acceptor. An acceptor
 //!   holding more than one message's worth answers in pages; its promise
-//!   counts once the pages cover every slot from `first_unchosen` on.
+//!   counts once the pages cover every slot from `first_unchosen` on. Pages
+//!   start no lower than the chosen prefix the acceptor heard of from a
+//!   leader's heartbeat (`chosen_below`), and the candidate adopts that
+//!   prefix: chosen slots need no new phase 2, so after a restart the new
+//!   leader does not re-propose the whole log. Lost pages show as a
+//!   `Preempted` at our own ballot when the `Prepare` is re-sent (an
+//!   acceptor never promises one ballot twice); that starts a new ballot
+//!   at once.
 //! - **Leader**: on a majority of promises, re-proposes in every slot from
 //!   `first_unchosen` on (`RECOVERY_WINDOW` slots at a time, before any new
 //!   command) the value with the highest ballot any promise
