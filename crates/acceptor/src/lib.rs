@@ -82,6 +82,7 @@ pub struct Acceptor {
     /// A leader told us every slot below this is chosen. Memory only: a
     /// fact once true stays true, and after a restart we simply know less.
     chosen_below: Slot,
+    proposers: Vec<NodeId>,
 }
 
 /// Rewrite once this many more records were written than are live.
@@ -101,6 +102,7 @@ impl Acceptor {
             lease_ticks: 0,
             message_budget: synod_types::MESSAGE_BUDGET,
             chosen_below: 0,
+            proposers: Vec::new(),
         }
     }
 
@@ -108,6 +110,15 @@ impl Acceptor {
     /// so that every answer comes in pages).
     pub fn with_message_budget(mut self, bytes: usize) -> Self {
         self.message_budget = bytes;
+        self
+    }
+
+    /// The proposers whose heartbeats may tell us the chosen prefix. With
+    /// none (the default) we never learn one and promise from wherever a
+    /// candidate asks: a slot number from anyone else could make every
+    /// later leader skip a slot that is not chosen.
+    pub fn with_proposers(mut self, proposers: Vec<NodeId>) -> Self {
+        self.proposers = proposers;
         self
     }
 
@@ -191,7 +202,9 @@ impl Acceptor {
                 first_unchosen,
             } => {
                 // Even a deposed leader's progress is true: chosen is forever.
-                self.chosen_below = self.chosen_below.max(first_unchosen);
+                if self.proposers.contains(&from) {
+                    self.chosen_below = self.chosen_below.max(first_unchosen);
+                }
                 let mut out = Output::default();
                 let answer = if ballot >= self.state.promised {
                     Message::Proposer(ProposerMsg::HeartbeatAck { ballot })
@@ -418,6 +431,11 @@ mod tests {
             vec![NodeId::new("l1"), NodeId::new("n1")],
             AcceptorState::default(),
         )
+        .with_proposers(vec![
+            NodeId::new("p0"),
+            NodeId::new("p1"),
+            NodeId::new("p2"),
+        ])
     }
     fn prepare(a: &mut Acceptor, ballot: Ballot, from_slot: Slot) -> Output {
         a.handle(
@@ -579,12 +597,20 @@ mod tests {
                 first_unchosen: 4,
             },
         );
-        // An older leader's lower mark does not move it back.
+        // An older leader's lower mark does not move it back, and nobody
+        // but a proposer moves it at all.
         a.handle(
             NodeId::new("p0"),
             AcceptorMsg::Heartbeat {
                 ballot: b(0, "p0"),
                 first_unchosen: 2,
+            },
+        );
+        a.handle(
+            NodeId::new("l1"),
+            AcceptorMsg::Heartbeat {
+                ballot: b(1, "p1"),
+                first_unchosen: 6,
             },
         );
         match &prepare(&mut a, b(2, "p2"), 1).send[..] {

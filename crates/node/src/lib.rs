@@ -212,6 +212,7 @@ impl<S: StateMachine + Unpin> NodeBuilder<S> {
             tracing::info!(node = %me, dir = %dir.display(), promised = ?recovered.promised,
                 accepted = recovered.accepted.len(), "acceptor recovered");
             let logic = Acceptor::new(me.clone(), topology.learners.clone(), recovered)
+                .with_proposers(topology.proposers.clone())
                 .with_pre_vote_lease(t.election_timeout_ticks);
             Some((logic, storage))
         } else {

@@ -260,6 +260,11 @@ pub struct Proposer {
     chosen_above: BTreeSet<Slot>,
 
     promises: BTreeMap<NodeId, PromisePages>,
+    /// Acceptors we re-sent this ballot's `Prepare` to (their promise had
+    /// stalled), and those of them that answered it with `Preempted` at our
+    /// own ballot: their remaining pages are lost for this ballot.
+    prepare_resent: BTreeSet<NodeId>,
+    promise_lost: BTreeSet<NodeId>,
     /// The ballot a pre-vote is out for, and the acceptors that granted it.
     pre_vote: Option<(Ballot, BTreeSet<NodeId>)>,
     /// While leading: when each acceptor last answered under our ballot.
@@ -320,6 +325,8 @@ impl Proposer {
             heard: BTreeMap::new(),
             leader_since: 0,
             prepare_sent_at: 0,
+            prepare_resent: BTreeSet::new(),
+            promise_lost: BTreeSet::new(),
             next_slot: 0,
             inflight: BTreeMap::new(),
             recovering: BTreeMap::new(),
@@ -449,6 +456,7 @@ impl Proposer {
                 for a in &self.acceptors {
                     if self.promise_stalled(a) {
                         out.send.push((a.clone(), msg.clone()));
+                        self.prepare_resent.insert(a.clone());
                     }
                 }
             }
@@ -550,6 +558,8 @@ impl Proposer {
         self.phase = Phase::Candidate;
         self.leader = None;
         self.promises.clear();
+        self.prepare_resent.clear();
+        self.promise_lost.clear();
         self.inflight.clear();
         self.stop_recovery();
         self.prepare_sent_at = self.now;
@@ -577,6 +587,8 @@ impl Proposer {
         // The acceptor's pages start no lower than what it knows chosen,
         // so that must be known here before its coverage is judged.
         self.learn_chosen_below(page.chosen_below);
+        // Late rather than lost, after all.
+        self.promise_lost.remove(&from);
         let p = self.promises.entry(from).or_default();
         p.entries.extend(page.accepted);
         p.compacted_below = p.compacted_below.max(page.compacted_below);
@@ -842,20 +854,25 @@ impl Proposer {
     }
 
     fn handle_preempted(&mut self, from: NodeId, promised: Ballot, out: &mut Output) {
-        if self.phase == Phase::Candidate && promised == self.ballot && self.promise_stalled(&from)
+        if self.phase == Phase::Candidate
+            && promised == self.ballot
+            && self.prepare_resent.contains(&from)
+            && self.promise_stalled(&from)
         {
-            // The acceptor promised us, and this answers a Prepare we
-            // re-sent because its promise never (fully) arrived: some pages
-            // were lost. It will not answer the same ballot twice (a
+            // The acceptor promised us, and (most likely) this answers the
+            // Prepare we re-sent because its promise never fully arrived:
+            // pages were lost. It will not answer one ballot twice (a
             // restarted proposer could otherwise lead a ballot a second
-            // time), so only a new ballot gets its promise now, rather than
-            // at the election deadline.
-            tracing_debug(
-                &self.me,
-                "candidate again (promise pages lost)",
-                &self.ballot,
-            );
-            self.start_pre_vote(out);
+            // time), so its promise is gone for this ballot. Once the
+            // acceptors left cannot make a majority, only a new ballot can
+            // win: start one now rather than at the election deadline.
+            // While they still can, the deadline decides (pages of the
+            // others may still be on their way).
+            self.promise_lost.insert(from);
+            if self.acceptors.len() - self.promise_lost.len() < majority(self.acceptors.len()) {
+                tracing_debug(&self.me, "candidate again (promises lost)", &self.ballot);
+                self.start_pre_vote(out);
+            }
         } else if promised > self.ballot && self.phase != Phase::Follower {
             self.step_down(promised, out);
         } else if promised > self.max_seen {

@@ -1279,15 +1279,22 @@ fn a_promise_whose_pages_were_lost_gets_a_new_ballot_not_a_timeout() {
     assert_eq!(resent, set(&["a2", "a3"]));
 
     // a2 already promised this ballot, so it answers the re-sent Prepare
-    // with Preempted at our own ballot: that means "pages lost", and only
-    // a new ballot gets a full promise now.
-    let out = p.handle(
-        n("a2"),
-        ProposerMsg::Preempted {
-            ballot: ballot.clone(),
-            promised: ballot.clone(),
-        },
-    );
+    // with Preempted at our own ballot: its pages are lost. a1 and a3 can
+    // still make a majority, so the election goes on.
+    let preempted = |p: &mut Proposer, from: &str| {
+        p.handle(
+            n(from),
+            ProposerMsg::Preempted {
+                ballot: ballot.clone(),
+                promised: ballot.clone(),
+            },
+        )
+    };
+    assert!(preempted(&mut p, "a2").send.is_empty());
+    assert_eq!(p.phase(), &Phase::Candidate);
+    // a3's promise was lost whole: now no majority is left for this
+    // ballot, and only a new ballot can get a full promise.
+    let out = preempted(&mut p, "a3");
     assert!(
         out.send
             .iter()
@@ -1296,10 +1303,21 @@ fn a_promise_whose_pages_were_lost_gets_a_new_ballot_not_a_timeout() {
     );
     assert_eq!(p.phase(), &Phase::PreCandidate);
 
-    // A Preempted at our ballot from a complete acceptor (a duplicate
-    // Prepare it answered twice) is no reason to start over.
+    // A Preempted at our ballot that answers a duplicate of the first
+    // Prepare, overtaking the promise itself, or one from a complete
+    // acceptor, is no reason to start over.
     let mut q = proposer();
     let ballot = run_to_candidate(&mut q);
+    for a in ["a2", "a3"] {
+        let out = q.handle(
+            n(a),
+            ProposerMsg::Preempted {
+                ballot: ballot.clone(),
+                promised: ballot.clone(),
+            },
+        );
+        assert!(out.send.is_empty(), "{out:?}");
+    }
     q.handle(
         n("a1"),
         ProposerMsg::Promise {

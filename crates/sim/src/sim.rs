@@ -43,6 +43,10 @@ const STORM_WINDOW: u64 = 100;
 /// Each slot moved forward somewhere pays for a handful of messages; a loop
 /// that moves nothing still trips the fixed limit.
 const STORM_PER_PROGRESS: u64 = 16;
+/// Most progress one delivery counts for: a jump to a mark (a heartbeat
+/// telling a restarted proposer that thousands of slots are chosen) is news,
+/// not thousands of units of work that could pay for traffic.
+const STORM_STEP_CAP: u64 = 64;
 const STORM_BYTES_PER_PROGRESS: u64 = 2048;
 /// In the heal phase, this many ticks without any progress (no slot chosen,
 /// applied or acknowledged) ends the run early as a liveness failure.
@@ -239,13 +243,11 @@ pub(crate) struct Sim {
     storm_count: u64,
     storm_bytes: u64,
     storm_since: u64,
-    /// Progress banked in this storm window: slots chosen before
-    /// `storm_chosen` don't count, and each node's forward movement since
-    /// its mark (taken at the window start, at its boot, and banked at its
-    /// crash, so a restart that sends it back does not cancel it).
+    /// Progress in this storm window: how far deliveries moved their
+    /// node through the log (each capped, see [`STORM_STEP_CAP`]), and
+    /// slots chosen since `storm_chosen`.
     storm_moved: u64,
     storm_chosen: u64,
-    storm_marks: Vec<u64>,
     /// Deliveries per (role of message, variant name) in the current window.
     storm_kinds: BTreeMap<&'static str, u64>,
 }
@@ -389,7 +391,6 @@ impl Sim {
             storm_since: 0,
             storm_moved: 0,
             storm_chosen: 0,
-            storm_marks: vec![0; layout.len()],
             storm_kinds: BTreeMap::new(),
             opts,
         };
@@ -579,7 +580,6 @@ impl Sim {
     }
 
     fn crash(&mut self, i: usize, why: &str) {
-        self.bank_progress(i);
         self.stats.crashes += 1;
         let node = &mut self.nodes[i];
         node.up = false;
@@ -678,6 +678,7 @@ impl Sim {
                 ));
             }
             let acceptor = Acceptor::new(node.id.clone(), self.learners.clone(), state)
+                .with_proposers(self.proposers.clone())
                 .with_pre_vote_lease(self.pcfg.election_timeout_ticks)
                 .with_message_budget(self.pcfg.message_budget);
             if acceptor.promised() < &node.revealed && bug == Bug::None {
@@ -728,8 +729,6 @@ impl Sim {
         if node.incarnation > 0 {
             self.log(|| format!("RESTART {}", self.nodes[i].id));
         }
-        // Where a fresh node starts (a snapshot's slot) is not progress.
-        self.storm_marks[i] = self.log_position(i);
         Ok(())
     }
 
@@ -847,6 +846,14 @@ impl Sim {
             )
         });
         let i = p.to;
+        let before = self.log_position(i);
+        let result = self.dispatch(i, from, msg);
+        let moved = self.log_position(i).saturating_sub(before);
+        self.storm_moved += moved.min(STORM_STEP_CAP);
+        result
+    }
+
+    fn dispatch(&mut self, i: usize, from: NodeId, msg: Message) -> Check {
         let (now, name) = (self.now, self.nodes[i].id.clone());
         let missing = |role: &str| {
             violation(
@@ -904,9 +911,6 @@ impl Sim {
             self.storm_kinds.clear();
             self.storm_moved = 0;
             self.storm_chosen = self.checker.chosen().len() as u64;
-            for i in 0..self.nodes.len() {
-                self.storm_marks[i] = self.log_position(i);
-            }
         }
         self.storm_count += 1;
         self.storm_bytes += bytes as u64;
@@ -1499,22 +1503,11 @@ impl Sim {
             + n.replica.as_ref().map_or(0, |x| x.slot_out())
     }
 
-    /// Moves node `i`'s mark to where it stands, banking any forward
-    /// movement since the last mark.
-    fn bank_progress(&mut self, i: usize) {
-        let at = self.log_position(i);
-        self.storm_moved += at.saturating_sub(self.storm_marks[i]);
-        self.storm_marks[i] = at;
-    }
-
     /// Progress in the current storm window: slots newly chosen plus every
     /// role's forward movement through the log.
     fn storm_progress(&self) -> u64 {
         let chosen = (self.checker.chosen().len() as u64).saturating_sub(self.storm_chosen);
-        let moving: u64 = (0..self.nodes.len())
-            .map(|i| self.log_position(i).saturating_sub(self.storm_marks[i]))
-            .sum();
-        self.storm_moved + chosen + moving
+        self.storm_moved + chosen
     }
 
     fn stuck(&self, what: &str) -> Violation {
