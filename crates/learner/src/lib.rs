@@ -439,9 +439,7 @@ impl Learner {
         self.chosen = self.chosen.split_off(&below);
         self.votes = self.votes.split_off(&below);
         self.first_unlearned = self.first_unlearned.max(below);
-        while self.chosen.contains_key(&self.first_unlearned) {
-            self.first_unlearned += 1;
-        }
+        self.advance_first_unlearned();
         self.committed = self.committed.max(below);
         self.known_end = self.known_end.max(below);
         if self.repair.as_ref().is_some_and(|r| r.from_slot < below) {
@@ -449,12 +447,17 @@ impl Learner {
         }
     }
 
+    fn advance_first_unlearned(&mut self) {
+        // The bound only matters for a broken peer's slot numbers.
+        while self.first_unlearned < Slot::MAX && self.chosen.contains_key(&self.first_unlearned) {
+            self.first_unlearned += 1;
+        }
+    }
+
     fn choose(&mut self, slot: Slot, ballot: Ballot, value: Value, out: &mut Output) {
         self.votes.remove(&slot);
         self.chosen.insert(slot, (ballot.clone(), value.clone()));
-        while self.chosen.contains_key(&self.first_unlearned) {
-            self.first_unlearned += 1;
-        }
+        self.advance_first_unlearned();
         for r in &self.decide_to {
             out.send.push((
                 r.clone(),
@@ -525,6 +528,15 @@ mod tests {
     fn b(r: u64) -> Ballot {
         Ballot::new(r, n("p1"))
     }
+    #[test]
+    fn a_chosen_last_slot_under_a_compaction_mark_does_not_overflow() {
+        let mut l = learner();
+        accepted(&mut l, "a1", b(1), Slot::MAX, Value::Noop);
+        accepted(&mut l, "a2", b(1), Slot::MAX, Value::Noop);
+        l.handle(n("p1"), LearnerMsg::Compact { below: Slot::MAX });
+        assert_eq!(l.first_unlearned(), Slot::MAX);
+    }
+
     fn learner() -> Learner {
         Learner::new(
             n("l1"),

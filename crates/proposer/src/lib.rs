@@ -1159,7 +1159,8 @@ impl Proposer {
     }
 
     fn advance_first_unchosen(&mut self) {
-        while self.chosen_above.remove(&self.first_unchosen) {
+        // The bound only matters for a broken peer's slot numbers.
+        while self.first_unchosen < Slot::MAX && self.chosen_above.remove(&self.first_unchosen) {
             self.first_unchosen += 1;
         }
         // Slots we still drive in phase 2 but now know chosen (a learner
