@@ -83,19 +83,21 @@ fn elect(p: &mut Proposer, promises: Vec<Vec<PromiseEntry>>) -> Output {
     let ballot = run_to_candidate(p);
     let mut last = Output::default();
     for (i, accepted) in promises.into_iter().enumerate() {
-        last = p.handle(
-            acceptors()[i].clone(),
-            ProposerMsg::Promise {
-                ballot: ballot.clone(),
-                accepted,
-                compacted_below: 0,
-                chosen_below: 0,
-                from_slot: 0,
-                more_from: None,
-            },
-        );
+        last = p.handle(acceptors()[i].clone(), whole_promise(&ballot, accepted));
     }
     last
+}
+
+/// A promise in one page, for the whole log.
+fn whole_promise(ballot: &Ballot, accepted: Vec<PromiseEntry>) -> ProposerMsg {
+    ProposerMsg::Promise {
+        ballot: ballot.clone(),
+        accepted,
+        compacted_below: 0,
+        chosen_below: 0,
+        from_slot: 0,
+        more_from: None,
+    }
 }
 
 fn accepts(out: &Output) -> BTreeMap<Slot, Value> {
@@ -340,29 +342,9 @@ fn promise_needs_a_majority_of_distinct_acceptors() {
     let mut p = proposer();
     let ballot = run_to_candidate(&mut p);
     for _ in 0..3 {
-        p.handle(
-            n("a1"),
-            ProposerMsg::Promise {
-                ballot: ballot.clone(),
-                accepted: vec![],
-                compacted_below: 0,
-                chosen_below: 0,
-                from_slot: 0,
-                more_from: None,
-            },
-        );
+        p.handle(n("a1"), whole_promise(&ballot, vec![]));
     }
-    p.handle(
-        n("zz"),
-        ProposerMsg::Promise {
-            ballot: ballot.clone(),
-            accepted: vec![],
-            compacted_below: 0,
-            chosen_below: 0,
-            from_slot: 0,
-            more_from: None,
-        },
-    );
+    p.handle(n("zz"), whole_promise(&ballot, vec![]));
     assert_eq!(p.phase(), &Phase::Candidate);
     p.handle(
         n("a2"),
@@ -1050,17 +1032,7 @@ fn colocated_leader(cfg: ProposerConfig) -> Proposer {
         );
     }
     for a in ["n1", "n2"] {
-        p.handle(
-            n(a),
-            ProposerMsg::Promise {
-                ballot: ballot.clone(),
-                accepted: vec![],
-                compacted_below: 0,
-                chosen_below: 0,
-                from_slot: 0,
-                more_from: None,
-            },
-        );
+        p.handle(n(a), whole_promise(&ballot, vec![]));
     }
     assert_eq!(p.phase(), &Phase::Leader);
     p
@@ -1318,17 +1290,7 @@ fn a_promise_whose_pages_were_lost_gets_a_new_ballot_not_a_timeout() {
         );
         assert!(out.send.is_empty(), "{out:?}");
     }
-    q.handle(
-        n("a1"),
-        ProposerMsg::Promise {
-            ballot: ballot.clone(),
-            accepted: vec![],
-            compacted_below: 0,
-            chosen_below: 0,
-            from_slot: 0,
-            more_from: None,
-        },
-    );
+    q.handle(n("a1"), whole_promise(&ballot, vec![]));
     let out = q.handle(
         n("a1"),
         ProposerMsg::Preempted {
@@ -1375,40 +1337,31 @@ fn promise_pages_still_arriving_hold_off_the_election_deadline() {
 #[test]
 fn a_learner_past_a_compacted_prefix_moves_the_proposer_past_it_too() {
     let mut p = proposer();
+    let chosen = |p: &mut Proposer, from: &str, slot: Slot, learned_below: Slot| {
+        p.handle(
+            n(from),
+            ProposerMsg::Chosen {
+                slot,
+                learned_below,
+            },
+        );
+    };
     // A learner that caught up from a snapshot reports slots far above
     // anything this proposer saw chosen: the prefix moves it past them
     // all, instead of leaving a thousand held gaps.
     for slot in 1000..1010 {
-        p.handle(
-            n("l1"),
-            ProposerMsg::Chosen {
-                slot,
-                learned_below: slot + 1,
-            },
-        );
+        chosen(&mut p, "l1", slot, slot + 1);
     }
     assert_eq!(p.first_unchosen(), 1010);
     assert!(p.chosen_above.is_empty());
 
     // Only a learner's word counts.
-    p.handle(
-        n("r1"),
-        ProposerMsg::Chosen {
-            slot: 5000,
-            learned_below: 5001,
-        },
-    );
+    chosen(&mut p, "r1", 5000, 5001);
     assert_eq!(p.first_unchosen(), 1010);
     assert!(p.chosen_above.is_empty());
 
     // A slot chosen past a hole the learner has not filled is held.
-    p.handle(
-        n("l1"),
-        ProposerMsg::Chosen {
-            slot: 1020,
-            learned_below: 1010,
-        },
-    );
+    chosen(&mut p, "l1", 1020, 1010);
     assert_eq!(p.first_unchosen(), 1010);
     assert_eq!(p.chosen_above.len(), 1);
 }
