@@ -220,7 +220,12 @@ impl Acceptor {
                 to_slot,
                 round,
             } => self.handle_fetch(from, from_slot, to_slot, round),
-            AcceptorMsg::Compact { below } => self.handle_compact(below),
+            // Forgetting is only safe below what a leader knows replicas
+            // hold in snapshots: nobody else may order it.
+            AcceptorMsg::Compact { below } if self.proposers.contains(&from) => {
+                self.handle_compact(below)
+            }
+            AcceptorMsg::Compact { .. } => Output::default(),
             AcceptorMsg::Confirm { ballot, round } => self.handle_confirm(from, ballot, round),
         };
         self.written += out.persist.len() as u64;
@@ -694,6 +699,9 @@ mod tests {
         for slot in 0..5 {
             accept(&mut a, b(1, "p1"), slot, v(slot as u8));
         }
+        // Only a proposer may order it.
+        let stray = a.handle(NodeId::new("l1"), AcceptorMsg::Compact { below: 5 });
+        assert!(stray.persist.is_empty() && a.accepted(0).is_some());
         let out = a.handle(NodeId::new("p1"), AcceptorMsg::Compact { below: 3 });
         assert_eq!(out.persist, vec![Record::Compacted { below: 3 }]);
         assert!(out.send.is_empty());

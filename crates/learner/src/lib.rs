@@ -248,7 +248,10 @@ impl Learner {
                 (compacted_below, covered_to),
             ),
             LearnerMsg::Compact { below } => {
-                self.handle_compact(below);
+                // Only a leader knows what replicas hold in snapshots.
+                if self.proposers.contains(&from) {
+                    self.handle_compact(below);
+                }
                 Output::default()
             }
         }
@@ -1041,6 +1044,9 @@ mod tests {
             accepted(&mut l, "a1", b(1), slot, Value::Noop);
             accepted(&mut l, "a2", b(1), slot, Value::Noop);
         }
+        // Only a proposer may order it.
+        l.handle(n("r1"), LearnerMsg::Compact { below: 6 });
+        assert!(l.chosen(0).is_some());
         l.handle(n("p1"), LearnerMsg::Compact { below: 4 });
         assert!(l.chosen(3).is_none() && l.chosen(4).is_some());
         let out = l.handle(n("r1"), LearnerMsg::CatchUp { from_slot: 2 });

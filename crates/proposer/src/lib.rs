@@ -1028,6 +1028,11 @@ impl Proposer {
         first_unchosen: Slot,
         out: &mut Output,
     ) {
+        // Only a proposer leads: anyone else's ballot or slot number could
+        // depose us or make us skip slots that are not chosen.
+        if !self.peers.contains(&from) {
+            return;
+        }
         // Everything below the leader's first unchosen slot is chosen, so a
         // future phase 1 of ours need not ask about it. If we lead, that
         // may have emptied our window: refill it, or recovered slots would

@@ -1355,10 +1355,18 @@ fn a_learner_past_a_compacted_prefix_moves_the_proposer_past_it_too() {
     assert_eq!(p.first_unchosen(), 1010);
     assert!(p.chosen_above.is_empty());
 
-    // Only a learner's word counts.
+    // Only a learner's word counts, and only a proposer's heartbeat.
     chosen(&mut p, "r1", 5000, 5001);
+    p.handle(
+        n("a1"),
+        ProposerMsg::Heartbeat {
+            ballot: b(50, "a1"),
+            first_unchosen: 6000,
+        },
+    );
     assert_eq!(p.first_unchosen(), 1010);
     assert!(p.chosen_above.is_empty());
+    assert_eq!(p.leader(), None);
 
     // A slot chosen past a hole the learner has not filled is held.
     chosen(&mut p, "l1", 1020, 1010);
