@@ -88,6 +88,19 @@ fn elect(p: &mut Proposer, promises: Vec<Vec<PromiseEntry>>) -> Output {
     last
 }
 
+/// Promise entries `(slot, x)`, each accepted in ballot 1 of p2 with a
+/// batch of command `x`.
+fn accepted_in_p2(entries: Vec<(Slot, u64)>) -> Vec<PromiseEntry> {
+    entries
+        .into_iter()
+        .map(|(slot, x)| PromiseEntry {
+            slot,
+            ballot: b(1, "p2"),
+            value: Value::Batch(vec![cmd(x)]),
+        })
+        .collect()
+}
+
 /// A promise in one page, for the whole log.
 fn whole_promise(ballot: &Ballot, accepted: Vec<PromiseEntry>) -> ProposerMsg {
     ProposerMsg::Promise {
@@ -305,14 +318,7 @@ fn a_paged_promise_counts_once_its_pages_cover_the_log() {
     let v = |x| Value::Batch(vec![cmd(x)]);
     let page = |from_slot, more_from, entries: Vec<(Slot, u64)>| ProposerMsg::Promise {
         ballot: ballot.clone(),
-        accepted: entries
-            .into_iter()
-            .map(|(slot, x)| PromiseEntry {
-                slot,
-                ballot: b(1, "p2"),
-                value: v(x),
-            })
-            .collect(),
+        accepted: accepted_in_p2(entries),
         compacted_below: 0,
         chosen_below: 0,
         from_slot,
@@ -1383,14 +1389,7 @@ fn a_candidate_skips_what_acceptors_heard_was_chosen() {
     // chosen; their pages start there and hold slots 100 and 101.
     let page = |chosen_below, accepted: Vec<(Slot, u64)>| ProposerMsg::Promise {
         ballot: ballot.clone(),
-        accepted: accepted
-            .into_iter()
-            .map(|(slot, x)| PromiseEntry {
-                slot,
-                ballot: b(1, "p2"),
-                value: v(x),
-            })
-            .collect(),
+        accepted: accepted_in_p2(accepted),
         compacted_below: 0,
         chosen_below,
         from_slot: chosen_below,
