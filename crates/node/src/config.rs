@@ -245,7 +245,12 @@ impl ClusterConfig {
                     ));
                 }
             }
-            for addr in std::iter::once(n.peer_addr).chain(n.client_addr) {
+            // Wildcard addresses (`0.0.0.0:6379` on every host) are checked
+            // per host below.
+            let specific = std::iter::once(n.peer_addr)
+                .chain(n.client_addr)
+                .filter(|a| !a.ip().is_unspecified());
+            for addr in specific {
                 if let Some(other) = addrs.insert(addr, &n.id) {
                     return Err(format!(
                         "address {addr} is used twice (nodes {other} and {})",
@@ -280,6 +285,29 @@ impl ClusterConfig {
         for role in [Role::Proposer, Role::Learner, Role::Replica] {
             if self.with_role(role).is_empty() {
                 return Err(format!("no node runs a {role}"));
+            }
+        }
+        // A wildcard listener (`0.0.0.0:P`) takes port P on every address
+        // of its host, so it clashes with any other listener on P there,
+        // which an exact-address comparison misses. Without this check the
+        // second node would only fail at bind time.
+        let binds: Vec<(&NodeConfig, SocketAddr)> = self
+            .nodes
+            .iter()
+            .flat_map(|n| std::iter::once((n, n.peer_addr)).chain(n.client_addr.map(|a| (n, a))))
+            .collect();
+        for (i, &(a, x)) in binds.iter().enumerate() {
+            for &(b, y) in &binds[i + 1..] {
+                let wildcard = x.ip().is_unspecified() || y.ip().is_unspecified();
+                if wildcard && x.port() == y.port() && same_host(a, b) {
+                    return Err(format!(
+                        "node {} listens on {x} and node {} on {y}: one host cannot bind \
+                         port {} twice",
+                        a.id,
+                        b.id,
+                        x.port()
+                    ));
+                }
             }
         }
         // Two nodes of one host (same peer IP) in one directory would
@@ -482,6 +510,15 @@ impl NodeConfig {
     }
 }
 
+/// Whether two nodes run on one machine, as far as the config can tell:
+/// the same node, or peer addresses on the same IP (every loopback address
+/// is this machine). Nodes on distinct IPs of one multi-homed host look
+/// like two hosts; nothing in the config says otherwise.
+fn same_host(a: &NodeConfig, b: &NodeConfig) -> bool {
+    let (x, y) = (a.peer_addr.ip(), b.peer_addr.ip());
+    a.id == b.id || x == y || (x.is_loopback() && y.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,6 +613,22 @@ roles = ["acceptor"]
                 "peers can dial",
             ),
             (
+                // A wildcard client port taken by another node's peer port.
+                GOOD.replace("127.0.0.1:9001", "0.0.0.0:9102"),
+                "cannot bind port 9102 twice",
+            ),
+            (
+                // ...or by the same node's own peer port.
+                GOOD.replace("127.0.0.1:9001", "0.0.0.0:9101"),
+                "cannot bind port 9101 twice",
+            ),
+            (
+                // Loopback addresses are all this machine.
+                GOOD.replace("127.0.0.1:9001", "[::]:9103")
+                    .replace("127.0.0.1:9103", "127.0.0.3:9103"),
+                "cannot bind port 9103 twice",
+            ),
+            (
                 with_section("[timing]\nclient_timeout_ms = 0"),
                 "client_timeout_ms must be positive",
             ),
@@ -609,6 +662,33 @@ roles = ["acceptor"]
             assert!(e.contains(want), "{want:?} not in {e:?}");
             assert!(!e.contains('\n'), "multi-line error: {e:?}");
         }
+    }
+
+    #[test]
+    fn hosts_of_their_own_may_each_bind_the_wildcard_client_port() {
+        let text = r#"
+cluster_id = "t"
+[[nodes]]
+id = "n1"
+peer_addr = "10.0.0.1:9100"
+client_addr = "0.0.0.0:6379"
+roles = ["proposer", "acceptor", "learner", "replica"]
+[[nodes]]
+id = "n2"
+peer_addr = "10.0.0.2:9100"
+client_addr = "0.0.0.0:6379"
+roles = ["proposer", "acceptor", "learner", "replica"]
+[[nodes]]
+id = "n3"
+peer_addr = "10.0.0.3:9100"
+client_addr = "0.0.0.0:6379"
+roles = ["proposer", "acceptor", "learner", "replica"]
+"#;
+        let c = ClusterConfig::parse(text, "x.toml").unwrap();
+        assert_eq!(c.with_role(Role::Replica).len(), 3);
+        // The same layout squeezed onto one machine cannot start.
+        let one_host = text.replace("10.0.0.", "127.0.0.");
+        assert!(err(&one_host).contains("cannot bind port 6379 twice"));
     }
 
     #[test]
