@@ -49,6 +49,14 @@ pub struct RequestCodec {
     /// get further; keeps a large bulk string from being rescanned on every
     /// read while it arrives.
     need: usize,
+    /// How far the scan of the frame at the front of the buffer got. A
+    /// frame that trickles in (a million small elements, a few bytes per
+    /// read) is scanned once in total, not once per read: rescanning from
+    /// its start would cost the square of its size, on the thread every
+    /// role of the node shares.
+    scan: ScanState,
+    /// Bytes at the front already searched for an inline line's end.
+    inline_searched: usize,
 }
 
 impl RequestCodec {
@@ -57,7 +65,16 @@ impl RequestCodec {
             inner: Resp2::default(),
             max_frame,
             need: 0,
+            scan: ScanState::default(),
+            inline_searched: 0,
         }
+    }
+
+    /// Forgets partial progress: the front of the buffer is a new frame.
+    fn restart(&mut self) {
+        self.need = 0;
+        self.scan = ScanState::default();
+        self.inline_searched = 0;
     }
 }
 
@@ -66,6 +83,17 @@ impl Decoder for RequestCodec {
     type Error = ProtocolError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesFrame>, ProtocolError> {
+        let result = self.decode_front(src);
+        if !matches!(result, Ok(None)) {
+            // A frame was taken off the front, or the connection is done.
+            self.restart();
+        }
+        result
+    }
+}
+
+impl RequestCodec {
+    fn decode_front(&mut self, src: &mut BytesMut) -> Result<Option<BytesFrame>, ProtocolError> {
         loop {
             let Some(&first) = src.first() else {
                 return Ok(None);
@@ -74,13 +102,16 @@ impl Decoder for RequestCodec {
                 return Ok(None);
             }
             if !matches!(first, b'*' | b'$' | b'+' | b'-' | b':') {
-                match decode_inline(src)? {
+                match decode_inline(src, &mut self.inline_searched)? {
                     Inline::Frame(frame) => return Ok(Some(frame)),
-                    Inline::Blank => continue,
+                    Inline::Blank => {
+                        self.inline_searched = 0;
+                        continue;
+                    }
                     Inline::Incomplete => return Ok(None),
                 }
             }
-            return match scan(src, self.max_frame)? {
+            return match scan(src, self.max_frame, &mut self.scan)? {
                 Scan::Incomplete { need } => {
                     if need > self.max_frame {
                         return Err(ProtocolError::TooLarge {
@@ -91,7 +122,6 @@ impl Decoder for RequestCodec {
                     Ok(None)
                 }
                 Scan::Complete(len) => {
-                    self.need = 0;
                     if len > self.max_frame {
                         return Err(ProtocolError::TooLarge {
                             max: self.max_frame,
@@ -116,11 +146,20 @@ enum Inline {
     Incomplete,
 }
 
-fn decode_inline(src: &mut BytesMut) -> Result<Inline, ProtocolError> {
-    let Some(nl) = src.iter().position(|&b| b == b'\n') else {
+/// `searched`: bytes at the front known to hold no newline; updated when
+/// the line is still incomplete.
+fn decode_inline(src: &mut BytesMut, searched: &mut usize) -> Result<Inline, ProtocolError> {
+    let from = (*searched).min(src.len());
+    self::searched(src.len() - from);
+    let Some(nl) = src[from..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| from + i)
+    else {
         if src.len() > MAX_INLINE {
             return Err(malformed("too big inline request"));
         }
+        *searched = src.len();
         return Ok(Inline::Incomplete);
     };
     if nl > MAX_INLINE {
@@ -226,29 +265,63 @@ fn parse_int(line: &[u8]) -> Option<i64> {
     std::str::from_utf8(line).ok()?.parse().ok()
 }
 
-/// Walks the structure of the first frame of `buf` without recursion. It
-/// accepts exactly what the inner decoder accepts (and a little less: bulk
-/// strings must end in CRLF), so a `Complete` frame always decodes.
-fn scan(buf: &[u8], max_frame: usize) -> Result<Scan, ProtocolError> {
-    let mut pos = 0;
-    // Elements still missing from each open array, innermost last.
-    let mut open: Vec<i64> = Vec::new();
+#[cfg(test)]
+thread_local! {
+    /// Bytes searched for line ends on this thread, for tests that the
+    /// work stays linear in the input.
+    static SEARCHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn searched(_bytes: usize) {
+    #[cfg(test)]
+    SEARCHED.with(|s| s.set(s.get() + _bytes));
+}
+
+/// Where a scan of the frame at the front of the buffer stopped: every
+/// byte before `pos` belongs to elements already checked.
+#[derive(Debug, Default)]
+struct ScanState {
+    /// Start of the next element.
+    pos: usize,
+    /// Elements still missing from each open array, innermost last.
+    open: Vec<i64>,
+    /// Bytes after the next element's type byte already searched for the
+    /// CRLF that ends its line (a long `+...` line arriving slowly).
+    line_searched: usize,
+}
+
+/// Walks the structure of the first frame of `buf` without recursion,
+/// from where `st` says the last call stopped (the caller resets `st`
+/// whenever the front of the buffer changes). It accepts exactly what the
+/// inner decoder accepts (and a little less: bulk strings must end in
+/// CRLF), so a `Complete` frame always decodes.
+fn scan(buf: &[u8], max_frame: usize, st: &mut ScanState) -> Result<Scan, ProtocolError> {
     loop {
+        let pos = st.pos;
         let Some(&kind) = buf.get(pos) else {
             return Ok(Scan::Incomplete { need: pos + 1 });
         };
         let is_number = matches!(kind, b'*' | b'$' | b':');
         let rest = &buf[pos + 1..];
-        let Some(line_len) = rest.windows(2).position(|w| w == b"\r\n") else {
+        let from = st.line_searched.min(rest.len());
+        searched(rest.len() - from);
+        let Some(line_len) = rest[from..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map(|i| from + i)
+        else {
             if is_number && rest.len() > MAX_NUMBER_LINE {
                 return Err(malformed("invalid length"));
             }
+            // A CR at the very end may yet be followed by its LF.
+            st.line_searched = rest.len().saturating_sub(1);
             return Ok(Scan::Incomplete {
                 need: buf.len() + 1,
             });
         };
+        st.line_searched = 0;
         let line = &rest[..line_len];
-        pos += 1 + line_len + 2;
+        let mut pos = pos + 1 + line_len + 2;
         match kind {
             b'+' | b'-' => {}
             b':' => {
@@ -275,10 +348,11 @@ fn scan(buf: &[u8], max_frame: usize) -> Result<Scan, ProtocolError> {
             b'*' => match parse_int(line) {
                 Some(-1 | 0) => {}
                 Some(n) if n > 0 && n <= MAX_ARRAY_LEN => {
-                    if open.len() >= MAX_DEPTH {
+                    if st.open.len() >= MAX_DEPTH {
                         return Err(malformed("arrays nested too deeply"));
                     }
-                    open.push(n);
+                    st.open.push(n);
+                    st.pos = pos;
                     continue;
                 }
                 _ => return Err(malformed("invalid multibulk length")),
@@ -291,15 +365,16 @@ fn scan(buf: &[u8], max_frame: usize) -> Result<Scan, ProtocolError> {
             }
         }
         // An element ended here; close every array it completes.
+        st.pos = pos;
         loop {
-            match open.last_mut() {
+            match st.open.last_mut() {
                 None => return Ok(Scan::Complete(pos)),
                 Some(left) => {
                     *left -= 1;
                     if *left > 0 {
                         break;
                     }
-                    open.pop();
+                    st.open.pop();
                 }
             }
         }
@@ -477,6 +552,73 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_that_trickles_in_is_scanned_once_not_once_per_read() {
+        // A client sends a big array a few bytes at a time. Each read must
+        // resume where the last one stopped; a scan from the frame's start
+        // on every read would cost the square of its size.
+        let n = 10_000;
+        SEARCHED.with(|s| s.set(0));
+        let mut c = RequestCodec::new(1 << 20);
+        let mut buf = BytesMut::from(format!("*{n}\r\n").as_bytes());
+        assert_eq!(c.decode(&mut buf).unwrap(), None);
+        for i in 0..n {
+            let before = c.scan.pos;
+            for piece in [&b"$1\r"[..], b"\n", b"x\r", b"\n"] {
+                buf.extend_from_slice(piece);
+                if i + 1 < n {
+                    assert_eq!(c.decode(&mut buf).unwrap(), None);
+                }
+            }
+            if i + 1 < n {
+                assert_eq!(c.decode(&mut buf).unwrap(), None);
+                // The element just completed is behind the resume point.
+                assert_eq!(c.scan.pos, before + 7, "element {i}");
+                assert_eq!(c.scan.pos, buf.len());
+            }
+        }
+        let frame = c.decode(&mut buf).unwrap();
+        assert_eq!(frame, Some(BytesFrame::Array(vec![bulk("x"); n])));
+        assert!(buf.is_empty());
+        assert_eq!(c.scan.pos, 0, "the next frame starts from scratch");
+        let frame_len = 7 * n + 8;
+        let work = SEARCHED.with(|s| s.get());
+        assert!(
+            work < 3 * frame_len,
+            "searched {work} bytes for a {frame_len}-byte frame"
+        );
+        // A long simple-string line arriving byte by byte is searched once.
+        let mut c = RequestCodec::new(1 << 20);
+        let mut buf = BytesMut::from(&b"+"[..]);
+        for _ in 0..1000 {
+            buf.extend_from_slice(b"a");
+            assert_eq!(c.decode(&mut buf).unwrap(), None);
+            assert_eq!(c.scan.line_searched, buf.len() - 2);
+        }
+        buf.extend_from_slice(b"\r");
+        assert_eq!(c.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"\n");
+        let frame = c.decode(&mut buf).unwrap();
+        assert_eq!(
+            frame,
+            Some(BytesFrame::SimpleString(Bytes::from(vec![b'a'; 1000])))
+        );
+        // Likewise an inline command typed slowly.
+        let mut c = RequestCodec::new(1 << 20);
+        let mut buf = BytesMut::new();
+        for b in b"ECHO hello" {
+            buf.extend_from_slice(&[*b]);
+            assert_eq!(c.decode(&mut buf).unwrap(), None);
+            assert_eq!(c.inline_searched, buf.len());
+        }
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(
+            c.decode(&mut buf).unwrap(),
+            Some(BytesFrame::Array(vec![bulk("ECHO"), bulk("hello")]))
+        );
+        assert_eq!(c.inline_searched, 0);
+    }
+
+    #[test]
     fn endless_inline_line_is_refused() {
         let mut c = RequestCodec::new(1 << 20);
         assert!(decode_all(&mut c, &vec![b'a'; MAX_INLINE + 1]).is_err());
@@ -492,6 +634,43 @@ mod tests {
         )) {
             let mut c = RequestCodec::new(64);
             let _ = decode_all(&mut c, &bytes);
+        }
+
+        /// However the bytes are cut into reads, the frames that come out
+        /// are those of decoding them all at once: resuming a scan loses
+        /// nothing and checks nothing twice in a way that matters.
+        #[test]
+        fn any_cut_into_reads_decodes_alike(
+            frames in proptest::collection::vec(prop_oneof![
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 1..5)
+                    .prop_map(|args| { let mut s = format!("*{}\r\n", args.len()).into_bytes();
+                        for a in args { s.extend(format!("${}\r\n", a.len()).bytes()); s.extend(a); s.extend(b"\r\n"); } s }),
+                Just(b"*2\r\n*1\r\n:7\r\n+ok\r\n".to_vec()),
+                Just(b"PING \"a b\"\r\n".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b"$-1\r\n".to_vec()),
+            ], 1..6),
+            cuts in proptest::collection::vec(1usize..9, 0..40),
+        ) {
+            let bytes: Vec<u8> = frames.concat();
+            let whole = decode_all(&mut RequestCodec::new(1024), &bytes).unwrap();
+            let mut c = RequestCodec::new(1024);
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            let mut at: usize = 0;
+            for cut in cuts.iter().copied().chain(std::iter::repeat(usize::MAX)) {
+                let end = at.saturating_add(cut).min(bytes.len());
+                buf.extend_from_slice(&bytes[at..end]);
+                at = end;
+                while let Some(f) = c.decode(&mut buf).unwrap() {
+                    got.push(f);
+                }
+                if at == bytes.len() {
+                    break;
+                }
+            }
+            prop_assert_eq!(got, whole);
+            prop_assert!(buf.is_empty());
         }
 
         /// The scanner and the inner decoder agree on where frames end.

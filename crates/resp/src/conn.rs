@@ -309,7 +309,7 @@ impl Connection {
 fn enqueue(item: Option<Result<BytesFrame, ProtocolError>>, queue: &mut ReadAhead) -> bool {
     match item {
         Some(Ok(frame)) => {
-            let size = wire_size(&frame);
+            let size = held_size(&frame);
             queue.push_back(Incoming::Request(command::parse_request(frame), size));
             true
         }
@@ -328,13 +328,44 @@ fn enqueue(item: Option<Result<BytesFrame, ProtocolError>>, queue: &mut ReadAhea
     }
 }
 
-/// Bytes of payload a request frame carries, near enough to bound what one
-/// pipeline puts into a single log entry.
-fn wire_size(frame: &BytesFrame) -> usize {
-    match frame {
-        BytesFrame::Array(items) => items.iter().map(wire_size).sum::<usize>() + 4,
-        BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => b.len() + 4,
-        BytesFrame::Error(e) => e.len() + 4,
-        BytesFrame::Integer(_) | BytesFrame::Null => 4,
+/// Bytes a request holds while it waits: its payload plus a handle per
+/// element. Bounds both the read-ahead's memory and what one pipeline puts
+/// into a log entry. The handles matter: `MGET` of a million empty keys
+/// carries ~4 MiB of payload but holds ~40 MiB of handles, and counting
+/// only the payload would let one connection hold ten times its cap.
+fn held_size(frame: &BytesFrame) -> usize {
+    let payload = match frame {
+        BytesFrame::Array(items) => items.iter().map(held_size).sum::<usize>(),
+        BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => b.len(),
+        BytesFrame::Error(e) => e.len(),
+        BytesFrame::Integer(_) | BytesFrame::Null => 0,
+    };
+    payload + std::mem::size_of::<BytesFrame>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn a_request_of_many_small_elements_counts_what_it_holds() {
+        let keys = 100_000;
+        let mut items = vec![BytesFrame::BulkString(Bytes::from_static(b"MGET"))];
+        items.extend((0..keys).map(|_| BytesFrame::BulkString(Bytes::new())));
+        let size = held_size(&BytesFrame::Array(items));
+        // Each key is an empty payload but a handle of its own.
+        assert!(
+            size >= keys * std::mem::size_of::<Bytes>(),
+            "{size} bytes counted for {keys} keys"
+        );
+        // A large value still counts by its length.
+        let set = BytesFrame::Array(vec![
+            BytesFrame::BulkString(Bytes::from_static(b"SET")),
+            BytesFrame::BulkString(Bytes::from_static(b"k")),
+            BytesFrame::BulkString(Bytes::from(vec![0u8; 1 << 20])),
+        ]);
+        let size = held_size(&set);
+        assert!((1 << 20..(1 << 20) + 1024).contains(&size), "{size}");
     }
 }
