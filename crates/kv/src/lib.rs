@@ -73,9 +73,17 @@ pub enum KvCommand {
     /// Commands a client sent back to back without waiting (a RESP
     /// pipeline), applied in order as one log entry so the pipeline costs
     /// one consensus round instead of one per command. Answers
-    /// [`KvOutput::Pipeline`], one output per command; each command succeeds
-    /// or fails on its own, as in a Redis pipeline. Never nested: a
-    /// pipeline inside a pipeline answers an error in its place.
+    /// [`KvOutput::Pipeline`], one output per command applied; each command
+    /// succeeds or fails on its own, as in a Redis pipeline. Never nested:
+    /// a pipeline inside a pipeline answers an error in its place.
+    ///
+    /// The replies of one pipeline share [`MAX_REPLY_BYTES`]. A command
+    /// whose reply would not fit, after the first, is not applied: it and
+    /// every command after it are left out of the output, and the front end
+    /// sends them again as a pipeline of their own. So a client's commands
+    /// answer the same however the front end happened to group them (which
+    /// depends on how its bytes arrived), and the cut depends only on the
+    /// state, so every replica makes the same one.
     ///
     /// Added last so the encoding of every older variant, and so every log
     /// and snapshot written before it, is unchanged.
@@ -134,7 +142,14 @@ pub enum KvOutput {
 /// every replica refuses the same commands.
 pub const MAX_REPLY_BYTES: usize = 64 << 20;
 
-fn reply_too_large(bytes: usize) -> KvOutput {
+/// Sums byte counts in `u64`, saturating: the total is compared with
+/// [`MAX_REPLY_BYTES`] and printed in errors, so it must come out the same
+/// on a 32-bit replica as on a 64-bit one, and never overflow.
+fn total_bytes(lens: impl Iterator<Item = usize>) -> u64 {
+    lens.fold(0u64, |sum, n| sum.saturating_add(n as u64))
+}
+
+fn reply_too_large(bytes: u64) -> KvOutput {
     KvOutput::Error(format!(
         "ERR reply of {bytes} bytes exceeds the {MAX_REPLY_BYTES}-byte limit"
     ))
@@ -173,11 +188,13 @@ impl KvOutput {
     }
 
     /// Value bytes this output carries.
-    pub fn value_bytes(&self) -> usize {
+    pub fn value_bytes(&self) -> u64 {
         match self {
-            KvOutput::Value(v) => v.len(),
-            KvOutput::Values(vs) => vs.iter().flatten().map(Bytes::len).sum(),
-            KvOutput::Pipeline(outs) => outs.iter().map(KvOutput::value_bytes).sum(),
+            KvOutput::Value(v) => v.len() as u64,
+            KvOutput::Values(vs) => total_bytes(vs.iter().flatten().map(Bytes::len)),
+            KvOutput::Pipeline(outs) => outs
+                .iter()
+                .fold(0u64, |sum, o| sum.saturating_add(o.value_bytes())),
             KvOutput::Ok | KvOutput::Nil | KvOutput::Int(_) | KvOutput::Error(_) => 0,
         }
     }
@@ -243,7 +260,8 @@ impl StateMachine for KvStore {
     type Output = KvOutput;
 
     /// 2: strict integers (44f1e5c) and the 64 MiB cap on a read's values.
-    const SEMANTICS: &'static str = "synod-kv/2";
+    /// 3: a pipeline stops before a command whose reply would pass the cap.
+    const SEMANTICS: &'static str = "synod-kv/3";
 
     fn apply(&mut self, command: KvCommand) -> KvOutput {
         // Reads answer the same whether they come through the log or the
@@ -258,19 +276,22 @@ impl StateMachine for KvStore {
             | KvCommand::DbSize => KvOutput::Error("ERR internal: read not answered".into()),
             KvCommand::Pipeline(commands) => {
                 let mut budget = ReplyBudget::default();
-                KvOutput::Pipeline(
-                    commands
-                        .into_iter()
-                        .map(|c| match c {
-                            KvCommand::Pipeline(_) => nested_pipeline(),
-                            c if self.is_read_only(&c) => budget.admit(self.apply(c)),
-                            // A write (`SET ... GET`) is applied whatever
-                            // its reply costs; past the budget the client
-                            // is told so instead of getting the old value.
-                            c => budget.admit_write(self.apply(c)),
-                        })
-                        .collect(),
-                )
+                let mut outs = Vec::with_capacity(commands.len());
+                for c in commands {
+                    if !outs.is_empty() && !budget.fits(self.reply_bytes(&c)) {
+                        break;
+                    }
+                    outs.push(match c {
+                        KvCommand::Pipeline(_) => nested_pipeline(),
+                        c if self.is_read_only(&c) => budget.admit(self.apply(c)),
+                        // Only the first command can get here with a reply
+                        // past the budget. A write (`SET ... GET`) is
+                        // applied whatever its reply costs, and the client
+                        // is told so instead of getting the old value.
+                        c => budget.admit_write(self.apply(c)),
+                    });
+                }
+                KvOutput::Pipeline(outs)
             }
             KvCommand::Set {
                 key,
@@ -317,25 +338,24 @@ impl StateMachine for KvStore {
                 KvOutput::count(keys.iter().filter(|k| self.data.contains_key(*k)).count())
             }
             KvCommand::MGet { keys } => {
-                let found: usize = keys
-                    .iter()
-                    .filter_map(|k| self.data.get(k))
-                    .map(Bytes::len)
-                    .sum();
-                if found > MAX_REPLY_BYTES {
+                let found = self.reply_bytes(command);
+                if found > MAX_REPLY_BYTES as u64 {
                     return Some(reply_too_large(found));
                 }
                 KvOutput::Values(keys.iter().map(|k| self.data.get(k).cloned()).collect())
             }
             KvCommand::DbSize => KvOutput::count(self.data.len()),
             KvCommand::Pipeline(commands) if self.is_read_only(command) => {
+                // Cut where `apply` would, so both paths answer alike.
                 let mut budget = ReplyBudget::default();
-                KvOutput::Pipeline(
-                    commands
-                        .iter()
-                        .map(|c| budget.admit(self.query(c).unwrap_or_else(nested_pipeline)))
-                        .collect(),
-                )
+                let mut outs = Vec::with_capacity(commands.len());
+                for c in commands {
+                    if !outs.is_empty() && !budget.fits(self.reply_bytes(c)) {
+                        break;
+                    }
+                    outs.push(budget.admit(self.query(c).unwrap_or_else(nested_pipeline)));
+                }
+                KvOutput::Pipeline(outs)
             }
             KvCommand::Pipeline(_)
             | KvCommand::Set { .. }
@@ -395,17 +415,42 @@ impl StateMachine for KvStore {
     }
 }
 
+impl KvStore {
+    /// Value bytes the reply to `command` would carry if applied now.
+    fn reply_bytes(&self, command: &KvCommand) -> u64 {
+        let len = |k: &Bytes| self.data.get(k).map_or(0, Bytes::len);
+        match command {
+            KvCommand::Get { key } => len(key) as u64,
+            KvCommand::MGet { keys } => total_bytes(keys.iter().map(len)),
+            KvCommand::Set {
+                key, get_old: true, ..
+            } => len(key) as u64,
+            KvCommand::Set { .. }
+            | KvCommand::Exists { .. }
+            | KvCommand::DbSize
+            | KvCommand::Del { .. }
+            | KvCommand::Cas { .. }
+            | KvCommand::Incr { .. }
+            | KvCommand::Pipeline(_) => 0,
+        }
+    }
+}
+
 /// [`MAX_REPLY_BYTES`] shared by the outputs of one pipeline, in order.
 #[derive(Default)]
 struct ReplyBudget {
-    used: usize,
+    used: u64,
 }
 
 impl ReplyBudget {
+    fn fits(&self, bytes: u64) -> bool {
+        self.used.saturating_add(bytes) <= MAX_REPLY_BYTES as u64
+    }
+
     /// `output` if it fits, else the total it would have made.
-    fn take(&mut self, output: KvOutput) -> Result<KvOutput, usize> {
-        let total = self.used + output.value_bytes();
-        if total > MAX_REPLY_BYTES {
+    fn take(&mut self, output: KvOutput) -> Result<KvOutput, u64> {
+        let total = self.used.saturating_add(output.value_bytes());
+        if total > MAX_REPLY_BYTES as u64 {
             return Err(total);
         }
         self.used = total;
@@ -613,21 +658,57 @@ mod tests {
         };
         assert!(matches!(kv.apply(mget(4)), KvOutput::Values(v) if v.len() == 4));
         assert!(matches!(kv.apply(mget(5)), KvOutput::Error(e) if e.contains("exceeds")));
-        // In a pipeline through the log, reads share the budget; the write
-        // after them is still applied.
-        let out = kv.apply(KvCommand::Pipeline(vec![
+        // A pipeline's replies share the budget: it stops before the
+        // command that would pass it, leaving that one and the rest
+        // unapplied for the front end to send again, on the log path and
+        // the read path alike.
+        let reads = KvCommand::Pipeline(vec![get("big"), mget(3), get("big"), get("big")]);
+        let read_outs = kv.query(&reads);
+        let rest = vec![
             get("big"),
-            mget(3),
-            get("big"),
-            set("after", "1", SetCond::Always, false),
-        ]));
+            set("after", "1", SetCond::Always, true),
+            get("after"),
+        ];
+        let mut cmds = vec![get("big"), mget(3)];
+        cmds.extend(rest.iter().cloned());
+        let out = kv.apply(KvCommand::Pipeline(cmds));
         let KvOutput::Pipeline(outs) = out else {
             panic!("{out:?}")
         };
+        assert_eq!(outs.len(), 2, "cut before the third command");
         assert_eq!(outs[0].value_bytes() + outs[1].value_bytes(), 64 << 20);
-        assert!(matches!(&outs[2], KvOutput::Error(e) if e.contains("exceeds")));
-        assert_eq!(outs[3], KvOutput::Ok);
-        assert_eq!(kv.get(b"after"), Some(&b("1")));
+        assert_eq!(kv.get(b"after"), None, "the write after the cut waits");
+        let Some(KvOutput::Pipeline(read_outs)) = read_outs else {
+            panic!("{read_outs:?}")
+        };
+        assert_eq!(read_outs, outs);
+        // Sent again on their own, the rest all succeed.
+        let out = kv.apply(KvCommand::Pipeline(rest));
+        let KvOutput::Pipeline(outs) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(outs.len(), 3);
+        assert_eq!(outs[0].value_bytes(), 16 << 20);
+        assert_eq!(outs[1], KvOutput::Nil);
+        assert_eq!(outs[2], KvOutput::Value(b("1")));
+        // The first command always runs, and is refused if it alone is
+        // too large; a write is applied even then.
+        let out = kv.apply(KvCommand::Pipeline(vec![mget(5), get("after")]));
+        let KvOutput::Pipeline(outs) = out else {
+            panic!("{out:?}")
+        };
+        assert!(matches!(&outs[0], KvOutput::Error(e) if e.contains("exceeds")));
+        assert_eq!(outs[1], KvOutput::Value(b("1")));
+    }
+
+    #[test]
+    fn reply_sizes_saturate_instead_of_overflowing() {
+        let big = Bytes::from(vec![b'x'; 1 << 20]);
+        let out = KvOutput::Values(vec![Some(big); 5000]);
+        assert_eq!(out.value_bytes(), 5000 << 20);
+        assert_eq!(total_bytes([usize::MAX, usize::MAX].into_iter()), u64::MAX);
+        let nested = KvOutput::Pipeline(vec![KvOutput::Value(Bytes::from_static(b"ab")), out]);
+        assert_eq!(nested.value_bytes(), (5000 << 20) + 2);
     }
 
     #[test]

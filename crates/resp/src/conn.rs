@@ -104,6 +104,10 @@ type Pending = LocalBoxFuture<'static, Replies>;
 enum Replies {
     One(BytesFrame),
     Many(Vec<BytesFrame>),
+    /// Replies to the front of a pipeline the replica cut short (their
+    /// replies together would pass its reply cap), and the commands it left
+    /// unapplied, to be sent again before anything else.
+    Partial(Vec<BytesFrame>, Vec<KvCommand>),
 }
 
 impl Replies {
@@ -189,6 +193,19 @@ impl Connection {
                                 writer.feed(reply).await?;
                             }
                         }
+                        Replies::Partial(replies, rest) => {
+                            for reply in replies {
+                                writer.feed(reply).await?;
+                            }
+                            // Nothing else is dispatched while a request
+                            // is pending, so replies keep their order.
+                            let n = rest.len();
+                            let cmd = match <[KvCommand; 1]>::try_from(rest) {
+                                Ok([one]) => one,
+                                Err(rest) => KvCommand::Pipeline(rest),
+                            };
+                            pending = Some(self.submit(cmd, n));
+                        }
                     }
                 }
                 item = reader.next(), if reading && queue.has_room(&self.opts) => {
@@ -252,6 +269,12 @@ impl Connection {
                 return Box::pin(async move { fail(why) });
             }
         };
+        // Kept to send again whatever part of a pipeline the replica
+        // leaves unapplied.
+        let mut commands = match cmd {
+            KvCommand::Pipeline(commands) => commands,
+            _ => Vec::new(),
+        };
         let client = self.session.client;
         let seq = self.session.next_seq();
         let (reply, answer) = oneshot::channel();
@@ -275,6 +298,14 @@ impl Connection {
                 Ok(Ok(ClientReply::Output(out))) => match synod_codec::decode::<KvOutput>(&out) {
                     Ok(KvOutput::Pipeline(outs)) if n > 1 && outs.len() == n => {
                         Replies::Many(outs.into_iter().map(output_frame).collect())
+                    }
+                    // The replica applies at least the first command, so
+                    // sending the rest again always makes progress.
+                    Ok(KvOutput::Pipeline(outs))
+                        if n > 1 && !outs.is_empty() && outs.len() < commands.len() =>
+                    {
+                        let rest = commands.split_off(outs.len());
+                        Replies::Partial(outs.into_iter().map(output_frame).collect(), rest)
                     }
                     Ok(out) if n == 1 => Replies::One(output_frame(out)),
                     Ok(_) => fail(error(

@@ -380,6 +380,42 @@ async fn a_pipeline_is_cut_at_the_configured_limits() {
     });
 }
 
+#[actix_rt::test]
+async fn big_reads_answer_alike_however_they_were_pipelined() {
+    // Eight 12 MiB reads make 96 MiB, past the 64 MiB one reply may carry.
+    // Sent one at a time each would succeed, so sent as a pipeline each
+    // must too: the replica answers the front that fits and the front end
+    // sends the rest again.
+    let h = start_server(RespOptions::default());
+    let mut c = h.connect().await;
+    let big = "v".repeat(12 << 20);
+    assert_eq!(call(&mut c, cmd(&["SET", "big", &big])).await, simple("OK"));
+    let mut frames = vec![cmd(&["GET", "big"]); 8];
+    frames.push(cmd(&["SET", "big", "small", "GET"]));
+    frames.push(cmd(&["GET", "big"]));
+    pipeline(&mut c, &frames).await;
+    let got = replies(&mut c, frames.len()).await;
+    for (i, reply) in got[..9].iter().enumerate() {
+        assert!(
+            matches!(reply, BytesFrame::BulkString(v) if v.len() == 12 << 20),
+            "reply {i}: {}",
+            match reply {
+                BytesFrame::Error(e) => e.to_string(),
+                _ => "not a 12 MiB value".into(),
+            }
+        );
+    }
+    assert_eq!(got[9], bulk("small"));
+    h.record(|r| {
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        // The commands cut off were sent again: more went to the replica
+        // than the client sent.
+        let sent: usize = r.sizes.iter().sum();
+        assert!(sent > 1 + frames.len(), "{:?}", r.sizes);
+        assert!(r.sizes[1..].iter().all(|&n| n <= frames.len()));
+    });
+}
+
 /// A server whose requests time out after 200 ms, and a connection on which
 /// `SET a 1` has been answered (so the next request takes seq 2).
 async fn timing_out_server_after_set_a() -> (Harness, Framed<TcpStream, Resp2>) {
