@@ -797,7 +797,8 @@ impl<S: StateMachine> Replica<S> {
         if self.reads.ready.is_empty() {
             return;
         }
-        let later = self.reads.ready.split_off(&(self.slot_out + 1));
+        // Saturating: only a broken peer's snapshot gets slot_out there.
+        let later = self.reads.ready.split_off(&self.slot_out.saturating_add(1));
         let due = std::mem::replace(&mut self.reads.ready, later);
         for id in due.into_values().flatten() {
             let Some(read) = self.reads.remove(id) else {
@@ -979,9 +980,12 @@ impl<S: StateMachine> Replica<S> {
             return;
         };
         let data = Bytes::from(done.buf);
-        if self.install(&data).is_err() {
+        // The image says which slot it covers; the chunks' header is only
+        // the peer's word for it, and the slot we report as durable (which
+        // lets the log below it be compacted) must be the image's own.
+        let Ok(slot) = self.install(&data) else {
             return;
-        }
+        };
         self.need_snapshot = None;
         // Requests applied inside the snapshot are answered from the
         // session table it brought.
@@ -1006,10 +1010,7 @@ impl<S: StateMachine> Replica<S> {
         }
         // Persist it as our own, then continue from the log after it.
         self.taking = true;
-        out.snapshot = Some(Snapshot {
-            slot: done.slot,
-            data,
-        });
+        out.snapshot = Some(Snapshot { slot, data });
         self.apply_ready(out);
         self.catch_up(out);
     }

@@ -379,6 +379,56 @@ fn a_replica_behind_compaction_installs_a_peer_snapshot_in_chunks() {
 }
 
 #[test]
+fn an_installed_snapshot_is_kept_under_the_slot_its_image_covers() {
+    // A broken peer labels its chunks with slot 9 while the image inside
+    // covers slot 4. Reporting slot 9 as durable would let the log below
+    // 9 be compacted though slots 4..9 are applied nowhere here.
+    let cfg = small_snapshots();
+    let mut ahead = Replica::new(&n("r2"), &topology(), cfg.clone(), Log::default());
+    for slot in 0..4 {
+        if let Some(s) = decide(&mut ahead, slot, vec![cmd(9, slot + 1, 100 + slot)]).snapshot {
+            ahead.snapshot_durable(s);
+        }
+    }
+    let mut behind = Replica::new(&n("r1"), &topology(), cfg, Log::default());
+    let mut msgs = behind
+        .handle(n("l1"), ReplicaMsg::Compacted { below: 10 })
+        .send;
+    let mut saved = Vec::new();
+    for _ in 0..100 {
+        let Some(ReplicaMsg::SnapshotRequest { offset, .. }) =
+            msgs.iter().find_map(|(_, m)| match m {
+                Message::Replica(r @ ReplicaMsg::SnapshotRequest { .. }) => Some(r.clone()),
+                _ => None,
+            })
+        else {
+            break;
+        };
+        let served = ahead.handle(n("r1"), ReplicaMsg::SnapshotRequest { slot: 4, offset });
+        let chunk = served.send.into_iter().find_map(|(_, m)| match m {
+            Message::Replica(ReplicaMsg::SnapshotChunk {
+                offset,
+                total,
+                data,
+                ..
+            }) => Some(ReplicaMsg::SnapshotChunk {
+                slot: 9,
+                offset,
+                total,
+                data,
+            }),
+            _ => None,
+        });
+        let Some(chunk) = chunk else { break };
+        let out = behind.handle(n("r2"), chunk);
+        saved.extend(out.snapshot);
+        msgs = out.send;
+    }
+    assert_eq!(behind.slot_out(), 4);
+    assert_eq!(saved.iter().map(|s| s.slot).collect::<Vec<_>>(), vec![4]);
+}
+
+#[test]
 fn a_lost_chunk_is_asked_for_again_and_a_duplicate_is_ignored() {
     let cfg = small_snapshots();
     let retry = cfg.retry_ticks;
