@@ -1,4 +1,4 @@
-//! On-disk format of `acceptor.log` (format 2):
+//! On-disk format of `acceptor.log` (format 3):
 //!
 //! ```text
 //! header:  b"SYNODACC" | u32 LE format version
@@ -46,9 +46,25 @@
 //! damage anywhere else: dropping it would forget a promise we revealed.
 //! etcd's WAL tells torn from corrupt the same way. The rule errs one way
 //! only: a record whose own bytes hold a zero piece is taken for torn.
+//! Before calling a bad last record torn, the scan also tries each
+//! one-bit change of its length field: if one makes the record intact,
+//! a synced record's length was damaged (pointing its extent into the
+//! zeros after it would otherwise pass for a torn write).
 //!
-//! Format 1 (no preallocation, checksum over the payload only) is still
-//! read, and rewritten as format 2 on open.
+//! ## Format 3: a log cut short is told from a torn write
+//!
+//! Format 3 is format 2 plus two rules of the writer. Zeros that grow the
+//! file are synced before any record is written into them, and at least
+//! eight zero bytes (an end marker) always follow the records. So no write
+//! ever reaches past the end of the file, and a file that ends inside a
+//! record, or right after one, was cut short (a copy or restore that
+//! stopped partway): opening fails rather than forget the records that
+//! were cut off. A file shorter than its header is refused the same way;
+//! `create` writes the header and first chunk to a temporary file and
+//! renames it into place, so no crash leaves an empty log behind.
+//!
+//! Formats 1 (no preallocation, checksum over the payload only) and 2 are
+//! still read, by their own rules, and rewritten as format 3 on open.
 
 use crate::{AcceptorState, AcceptorStorage, Record, StorageError};
 use std::fs::{File, OpenOptions};
@@ -57,7 +73,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"SYNODACC";
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
+/// Zero bytes that always follow the records in format 3: an end marker.
+const END_MARKER: u64 = 8;
+/// Bytes the search for an intact record after a bad one may checksum in
+/// total. Past it the damage is reported without that proof: refusing to
+/// start is the safe side, and an endless scan of a garbage file is not.
+const SEARCH_BUDGET: u64 = 1 << 30;
 const HEADER: u64 = 12;
 /// No single record may claim more than this; a larger length is garbage.
 /// A slot's value is one record, so the config keeps slots below it.
@@ -139,21 +161,34 @@ impl FileStorage {
     pub fn create(dir: &Path) -> Result<FileStorage, StorageError> {
         create_dir_durably(dir)?;
         let path = dir.join(LOG_NAME);
+        if path.exists() {
+            return Err(StorageError::Exists { path });
+        }
+        // Built whole under another name and renamed into place, so a crash
+        // leaves either no log or a complete empty one, never a stub that
+        // could pass for a log cut short.
+        let tmp = dir.join("acceptor.log.new");
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => StorageError::Exists { path: path.clone() },
-                _ => io_err(&path)(e),
-            })?;
-        file.write_all_at(&header(), 0).map_err(io_err(&path))?;
-        file.sync_all().map_err(io_err(&path))?;
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        file.write_all_at(&header(), 0).map_err(io_err(&tmp))?;
+        write_zeros(&file, HEADER, CHUNK).map_err(io_err(&tmp))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        drop(file);
+        // Hard-linking refuses an existing name, unlike rename: two
+        // concurrent creates cannot both win.
+        std::fs::hard_link(&tmp, &path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => StorageError::Exists { path: path.clone() },
+            _ => io_err(&path)(e),
+        })?;
+        std::fs::remove_file(&tmp).map_err(io_err(&tmp))?;
         // The new directory entry must be durable too, or a crash could
         // lose the whole file after we already acted on its contents.
         sync_dir(dir)?;
-        drop(file);
         FileStorage::open(dir)
     }
 
@@ -171,12 +206,6 @@ impl FileStorage {
                 std::io::ErrorKind::NotFound => StorageError::Missing { path: path.clone() },
                 _ => io_err(&path)(e),
             })?;
-        if file.metadata().map_err(io_err(&path))?.len() == 0 {
-            // Created but never given its header (a crash inside `create`,
-            // before anything was acknowledged): finish the job.
-            file.write_all_at(&header(), 0).map_err(io_err(&path))?;
-            file.sync_all().map_err(io_err(&path))?;
-        }
         let scan = scan(&path)?;
         let mut state = AcceptorState::default();
         for r in scan.records {
@@ -229,12 +258,14 @@ impl FileStorage {
             return Ok(());
         }
         let need = self.end + self.pending.len() as u64;
-        if need > self.alloc {
-            // Grown and written before the one sync below: if we crash
-            // before it, the region past `end` is still zeros or bytes of
-            // this batch, which is all the scan's torn-write rule assumes.
-            let to = need.div_ceil(CHUNK) * CHUNK;
+        if need + END_MARKER > self.alloc {
+            // The zeros are synced before the batch goes into them, so the
+            // batch never reaches past the durable end of the file (a
+            // record past it can then only mean a file cut short), and the
+            // end marker stays.
+            let to = (need + END_MARKER).div_ceil(CHUNK) * CHUNK;
             write_zeros(&self.file, self.alloc, to).map_err(io_err(&self.path))?;
+            self.file.sync_data().map_err(io_err(&self.path))?;
             self.alloc = to;
         }
         self.file
@@ -308,6 +339,12 @@ struct Scan {
 fn intact_at(buf: &[u8], at: usize, format: u32) -> Option<(u32, &[u8])> {
     let h = buf.get(at..at + 8)?;
     let len = [h[0], h[1], h[2], h[3]];
+    intact_with_len(buf, at, format, len)
+}
+
+/// As [`intact_at`], with `len` read in place of the stored length.
+fn intact_with_len(buf: &[u8], at: usize, format: u32, len: [u8; 4]) -> Option<(u32, &[u8])> {
+    let h = buf.get(at..at + 8)?;
     let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
     let n = u32::from_le_bytes(len);
     if n == 0 || n > MAX_RECORD {
@@ -317,10 +354,50 @@ fn intact_at(buf: &[u8], at: usize, format: u32) -> Option<(u32, &[u8])> {
     (checksum(format, &len, payload) == crc).then_some((n, payload))
 }
 
+/// The first offset after `from` where an intact record starts, searched
+/// within [`SEARCH_BUDGET`] checksummed bytes. `Err(at)`: the budget ran
+/// out at `at` before the search could rule one out.
+fn intact_after(buf: &[u8], from: usize, format: u32) -> Result<Option<usize>, usize> {
+    let mut spent = 0u64;
+    for p in from..buf.len() {
+        let Some(h) = buf.get(p..p + 9) else {
+            return Ok(None);
+        };
+        let n = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+        // Every record's payload opens with its variant (0, 1 or 2), and
+        // must fit in the file: most garbage offsets fail here, unread.
+        if n == 0 || n > MAX_RECORD || h[8] > 2 || p + 8 + n as usize > buf.len() {
+            continue;
+        }
+        spent += u64::from(n);
+        if spent > SEARCH_BUDGET {
+            return Err(p);
+        }
+        if intact_at(buf, p, format).is_some() {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether some one-bit change of the length field at `off` makes an
+/// intact record there: a synced record whose length was damaged.
+fn length_bit_flipped(buf: &[u8], off: usize, format: u32) -> bool {
+    let Some(l) = buf.get(off..off + 4) else {
+        return false;
+    };
+    let stored = u32::from_le_bytes([l[0], l[1], l[2], l[3]]);
+    (0..32).any(|bit| {
+        let len = (stored ^ (1 << bit)).to_le_bytes();
+        intact_with_len(buf, off, format, len).is_some()
+    })
+}
+
 /// Whether the bad record at `off` bears the mark of a torn write: a
 /// 512-byte-aligned piece of its extent that reads as zeros (never
-/// written), or an extent past the end of the file.
-fn torn_at(buf: &[u8], off: usize) -> bool {
+/// written), or (before format 3, whose writes never pass the end of the
+/// file) an extent past the end of the file.
+fn torn_at(buf: &[u8], off: usize, format: u32) -> bool {
     const SECTOR: usize = 512;
     let end = match buf.get(off..off + 4) {
         Some(l) => match u32::from_le_bytes([l[0], l[1], l[2], l[3]]) {
@@ -328,11 +405,14 @@ fn torn_at(buf: &[u8], off: usize) -> bool {
             0 => off + 8,
             n => off.saturating_add(8).saturating_add(n as usize),
         },
-        None => return true,
+        None => return format < 3,
     };
-    if end > buf.len() {
+    if end > buf.len() && format < 3 {
         return true;
     }
+    // In format 3 an extent past the end is checked up to the end: a torn
+    // header (garbage length) still shows its unwritten zero piece there.
+    let end = end.min(buf.len());
     let mut at = off;
     while at < end {
         let piece_end = ((at / SECTOR + 1) * SECTOR).min(end);
@@ -360,7 +440,7 @@ fn scan(path: &Path) -> Result<Scan, StorageError> {
         return Err(corrupt(0, "missing or wrong file header".into()));
     }
     let format = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
-    if format != 1 && format != FORMAT {
+    if !(1..=FORMAT).contains(&format) {
         return Err(corrupt(8, format!("unknown format version {format}")));
     }
     let mut records = Vec::new();
@@ -368,7 +448,21 @@ fn scan(path: &Path) -> Result<Scan, StorageError> {
     let bad = loop {
         let rest = &buf[off..];
         if rest.is_empty() {
+            if format >= 3 {
+                return Err(corrupt(
+                    off as u64,
+                    "the file ends right after a record, with no end marker: it was cut short"
+                        .into(),
+                ));
+            }
             break None;
+        }
+        if rest.len() < 8 && format >= 3 && rest.iter().all(|b| *b == 0) {
+            return Err(corrupt(
+                off as u64,
+                "fewer zero bytes after the last record than an end marker: the file was cut short"
+                    .into(),
+            ));
         }
         if rest.len() >= 8 && rest[..8] == [0; 8] && format >= 2 {
             if rest.iter().all(|b| *b == 0) {
@@ -396,15 +490,46 @@ fn scan(path: &Path) -> Result<Scan, StorageError> {
             .get(off..off + 4)
             .map(|l| off + 8 + u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
             .filter(|&p| p > off + 8 && intact_at(&buf, p, format).is_some());
-        if let Some(next) =
-            claimed.or_else(|| (off + 1..buf.len()).find(|&p| intact_at(&buf, p, format).is_some()))
-        {
+        let next = match claimed {
+            Some(p) => Some(p),
+            None => intact_after(&buf, off + 1, format).map_err(|at| {
+                corrupt(
+                    off as u64,
+                    format!(
+                        "{reason}; the search for intact records after it gave up at offset \
+                         {at}, so it cannot be shown to be a torn write"
+                    ),
+                )
+            })?,
+        };
+        if let Some(next) = next {
             return Err(corrupt(
                 off as u64,
                 format!("{reason}, with an intact record after it at offset {next}"),
             ));
         }
-        if !torn_at(&buf, off) {
+        if length_bit_flipped(&buf, off, format) {
+            return Err(corrupt(
+                off as u64,
+                format!(
+                    "{reason}; one bit of its length field is wrong, so it is damage to a \
+                     synced record, not a torn write"
+                ),
+            ));
+        }
+        let runs_past_end = buf.get(off..off + 4).is_none_or(|l| {
+            off + 8 + u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize > buf.len()
+        });
+        if format >= 3 && runs_past_end && !torn_at(&buf, off, format) {
+            return Err(corrupt(
+                off as u64,
+                format!(
+                    "{reason}; it runs past the end of the file, which no write does: the \
+                     file was cut short"
+                ),
+            ));
+        }
+        if !torn_at(&buf, off, format) {
             return Err(corrupt(
                 off as u64,
                 format!(
@@ -474,7 +599,7 @@ impl AcceptorStorage for FileStorage {
             Self::encode_into(&mut buf, &r)?;
         }
         let end = buf.len() as u64;
-        let alloc = (end + 1).div_ceil(CHUNK) * CHUNK;
+        let alloc = (end + END_MARKER).div_ceil(CHUNK) * CHUNK;
         let f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -510,6 +635,11 @@ mod tests {
 
     fn promise(r: u64) -> Record {
         Record::Promise(Ballot::new(r, NodeId::new("n1")))
+    }
+
+    /// Bytes `promise(round)` takes in the log, header included.
+    fn record_len(round: u64) -> usize {
+        8 + synod_codec::encode(&promise(round)).unwrap().len()
     }
 
     fn promised(dir: &Path) -> u64 {
@@ -589,24 +719,69 @@ mod tests {
     }
 
     #[test]
-    fn torn_tail_is_discarded_and_prefix_kept() {
+    fn a_log_cut_short_is_refused_not_taken_for_a_torn_write() {
+        // A copy or restore that stopped partway: emptied, cut at a record
+        // boundary, cut inside the last record. Each would drop promises
+        // already revealed if read as the end of the log.
         let dir = tempfile::tempdir().unwrap();
         let r = two_promises(dir.path());
-        // Cut the last record in half (the file ends there).
         let path = dir.path().join("acceptor.log");
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(r.end - 3)
-            .unwrap();
-        let mut s = FileStorage::open(dir.path()).unwrap();
-        assert_eq!(s.load().unwrap().promised.round, 1);
-        // And the log is writable again after the cut.
-        s.append(&[promise(7)]).unwrap();
-        s.sync().unwrap();
-        drop(s);
-        assert_eq!(promised(dir.path()), 7);
+        let whole = std::fs::read(&path).unwrap();
+        let first_end = r.end as usize - record_len(2);
+        for (len, want) in [
+            (0, "header"),
+            (first_end, "cut short"),
+            (r.end as usize, "cut short"),
+            (r.end as usize - 3, "cut short"),
+            (r.end as usize + 5, "cut short"),
+        ] {
+            std::fs::write(&path, &whole[..len]).unwrap();
+            let err = FileStorage::open(dir.path()).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains(want)),
+                "cut at {len}: {err:?}"
+            );
+        }
+        // Whole again, it opens with both promises.
+        std::fs::write(&path, &whole).unwrap();
+        assert_eq!(promised(dir.path()), 2);
+    }
+
+    #[test]
+    fn a_damaged_length_in_the_last_record_is_corruption_not_a_torn_write() {
+        // Flipping a high bit of the length points the record's extent
+        // past the file's end or into the zeros after it, which alone
+        // would look like a write that never finished.
+        for (byte, bit) in [(3, 0x80), (2, 0x10), (1, 0x01)] {
+            let dir = tempfile::tempdir().unwrap();
+            let r = two_promises(dir.path());
+            let at = r.end as usize - record_len(2) + byte;
+            edit(dir.path(), |b| b[at] ^= bit);
+            let err = FileStorage::open(dir.path()).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("length field")),
+                "byte {byte} bit {bit:#x}: {err:?}"
+            );
+            edit(dir.path(), |b| b[at] ^= bit);
+            assert_eq!(promised(dir.path()), 2);
+        }
+    }
+
+    #[test]
+    fn a_garbage_tail_is_searched_within_a_budget() {
+        // Megabytes of bytes that look like record headers (small length,
+        // a valid variant) after a bad record: the search for an intact
+        // record behind it must end, here by finding none.
+        let dir = tempfile::tempdir().unwrap();
+        let r = two_promises(dir.path());
+        let end = r.end as usize;
+        edit(dir.path(), |b| {
+            for (i, x) in b[end..].iter_mut().enumerate() {
+                *x = [0x00, 0x10, 0x00, 0x00, 0xAA, 0xBB, 0xCC, 0xDD, 0x01][i % 9];
+            }
+        });
+        let err = FileStorage::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("offset"), "{err}");
     }
 
     #[test]
@@ -687,7 +862,25 @@ mod tests {
     }
 
     #[test]
-    fn format_1_is_read_and_rewritten_as_format_2() {
+    fn format_2_keeps_its_own_torn_write_rule_and_is_rewritten_as_format_3() {
+        // Format 2 grew the file without syncing the zeros first, so a
+        // record past the end of the file there is a torn write.
+        let dir = tempfile::tempdir().unwrap();
+        let r = two_promises(dir.path());
+        let path = dir.path().join("acceptor.log");
+        let mut v2 = std::fs::read(&path).unwrap();
+        v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+        v2.truncate(r.end as usize - 3);
+        std::fs::write(&path, &v2).unwrap();
+        assert_eq!(inspect_log(dir.path()).unwrap().format, 2);
+        assert_eq!(promised(dir.path()), 1);
+        let r = inspect_log(dir.path()).unwrap();
+        assert_eq!((r.format, r.torn_bytes), (FORMAT, 0), "{r:?}");
+        assert_eq!(r.state.promised.round, 1);
+    }
+
+    #[test]
+    fn format_1_is_read_and_rewritten_as_format_3() {
         let dir = tempfile::tempdir().unwrap();
         let mut v1 = MAGIC.to_vec();
         v1.extend_from_slice(&1u32.to_le_bytes());

@@ -28,7 +28,7 @@
 //! the batch sizes group commit produces under load (16–64) this log is the
 //! fastest. fjall won at batch 1 only because it writes into a pre-sized
 //! journal (no file-size update per `fdatasync`); this log now does the
-//! same (format 2, zero-filled preallocation: see `file.rs`), which took
+//! same (zero-filled preallocation since format 2: see `file.rs`), which took
 //! 3-node write throughput at 64 clients from 36-39k to 42-46k ops/s.
 //! Space is reclaimed by rewriting the live state into a fresh file once
 //! dead records dominate (`AcceptorStorage::rewrite`), atomically by rename.
