@@ -179,6 +179,24 @@ impl Acceptor {
     }
 
     pub fn handle(&mut self, from: NodeId, msg: AcceptorMsg) -> Output {
+        // A ballot is its proposer's own: a message carrying one may only
+        // come from that proposer, and only from a configured one. Anyone
+        // else (a peer in another role, or a process that says it is one)
+        // could otherwise take promises or write accepted values in a
+        // proposer's name.
+        let ballot = match &msg {
+            AcceptorMsg::Prepare { ballot, .. }
+            | AcceptorMsg::Accept { ballot, .. }
+            | AcceptorMsg::Confirm { ballot, .. }
+            | AcceptorMsg::Heartbeat { ballot, .. }
+            | AcceptorMsg::PreVote { ballot } => Some(ballot),
+            AcceptorMsg::Fetch { .. } | AcceptorMsg::Compact { .. } => None,
+        };
+        let known = self.proposers.is_empty() || self.proposers.contains(&from);
+        if ballot.is_some_and(|b| b.node != from || !known) {
+            tracing::debug!(%from, ?ballot, "ignoring a ballot not sent by its proposer");
+            return Output::default();
+        }
         match &msg {
             AcceptorMsg::Prepare { ballot, .. }
             | AcceptorMsg::Accept { ballot, .. }
@@ -691,6 +709,46 @@ mod tests {
                 (9, None, vec![9])
             ]
         );
+    }
+
+    #[test]
+    fn a_ballot_counts_only_from_its_own_configured_proposer() {
+        let mut a = acc();
+        // p2's ballot sent by p1, by a learner, and by a stranger that
+        // names itself in the ballot: no promise, no vote, nothing written.
+        for (from, ballot) in [("p1", b(5, "p2")), ("l1", b(5, "p2")), ("x9", b(5, "x9"))] {
+            let from = NodeId::new(from);
+            let msgs = [
+                AcceptorMsg::Prepare {
+                    ballot: ballot.clone(),
+                    from_slot: 0,
+                },
+                AcceptorMsg::Accept {
+                    ballot: ballot.clone(),
+                    slot: 0,
+                    value: v(1),
+                },
+                AcceptorMsg::PreVote {
+                    ballot: ballot.clone(),
+                },
+                AcceptorMsg::Heartbeat {
+                    ballot: ballot.clone(),
+                    first_unchosen: 0,
+                },
+                AcceptorMsg::Confirm { ballot, round: 1 },
+            ];
+            for msg in msgs {
+                let out = a.handle(from.clone(), msg);
+                assert!(
+                    out.persist.is_empty() && out.send.is_empty(),
+                    "{from}: {out:?}"
+                );
+            }
+        }
+        assert!(a.accepted(0).is_none());
+        // The same Prepare from p2 itself is promised.
+        let out = prepare(&mut a, b(5, "p2"), 0);
+        assert_eq!(out.persist, vec![Record::Promise(b(5, "p2"))]);
     }
 
     #[test]
