@@ -73,7 +73,11 @@ impl RequestCodec {
     /// Forgets partial progress: the front of the buffer is a new frame.
     fn restart(&mut self) {
         self.need = 0;
-        self.scan = ScanState::default();
+        // Cleared, not replaced: the stack's buffer serves every request
+        // of the connection without a fresh allocation.
+        self.scan.pos = 0;
+        self.scan.open.clear();
+        self.scan.line_searched = 0;
         self.inline_searched = 0;
     }
 }
