@@ -455,7 +455,8 @@ fn varint(b: &[u8]) -> Option<(u64, usize)> {
     }
 }
 
-/// Reads an acceptor log (format 2) without the storage crate: checks the
+/// Reads an acceptor log (format 2 or 3: the same framing, format 3 only
+/// adds rules for the writer) without the storage crate: checks the
 /// header, walks the `u32 len | u32 crc32(len ++ payload) | payload` frames
 /// up to the zero end marker or the first one that is short or fails its
 /// checksum, and decodes just enough of each payload (variant tag, first
@@ -463,8 +464,14 @@ fn varint(b: &[u8]) -> Option<(u64, usize)> {
 /// running node (a half-written tail just ends the walk).
 pub fn read_acceptor_log(path: &Path) -> Result<AcceptorLog> {
     let buf = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if buf.len() < 12 || &buf[..8] != b"SYNODACC" || buf[8..12] != 2u32.to_le_bytes() {
-        bail!("{}: no acceptor log header of format 2", path.display());
+    let format = buf
+        .get(8..12)
+        .map(|f| u32::from_le_bytes([f[0], f[1], f[2], f[3]]));
+    if buf.len() < 12 || &buf[..8] != b"SYNODACC" || !matches!(format, Some(2 | 3)) {
+        bail!(
+            "{}: no acceptor log header of format 2 or 3",
+            path.display()
+        );
     }
     let mut log = AcceptorLog {
         file_len: buf.len() as u64,
