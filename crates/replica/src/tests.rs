@@ -329,15 +329,22 @@ fn pump(
     (chunks, snaps)
 }
 
-#[test]
-fn a_replica_behind_compaction_installs_a_peer_snapshot_in_chunks() {
-    let cfg = small_snapshots();
+/// Replica `r2`, having applied slots 0..4 (client 9's ops 100..103) and
+/// snapshotted them durably.
+fn four_slots_snapshotted(cfg: &ReplicaConfig) -> Replica<Log> {
     let mut ahead = Replica::new(&n("r2"), &topology(), cfg.clone(), Log::default());
     for slot in 0..4 {
         if let Some(s) = decide(&mut ahead, slot, vec![cmd(9, slot + 1, 100 + slot)]).snapshot {
             ahead.snapshot_durable(s);
         }
     }
+    ahead
+}
+
+#[test]
+fn a_replica_behind_compaction_installs_a_peer_snapshot_in_chunks() {
+    let cfg = small_snapshots();
+    let mut ahead = four_slots_snapshotted(&cfg);
     let mut behind = Replica::new(&n("r1"), &topology(), cfg, Log::default());
     behind.handle_request(ClientId(9), 2, op(101));
     let out = behind.handle(n("l1"), ReplicaMsg::Compacted { below: 4 });
@@ -384,12 +391,7 @@ fn an_installed_snapshot_is_kept_under_the_slot_its_image_covers() {
     // covers slot 4. Reporting slot 9 as durable would let the log below
     // 9 be compacted though slots 4..9 are applied nowhere here.
     let cfg = small_snapshots();
-    let mut ahead = Replica::new(&n("r2"), &topology(), cfg.clone(), Log::default());
-    for slot in 0..4 {
-        if let Some(s) = decide(&mut ahead, slot, vec![cmd(9, slot + 1, 100 + slot)]).snapshot {
-            ahead.snapshot_durable(s);
-        }
-    }
+    let mut ahead = four_slots_snapshotted(&cfg);
     let mut behind = Replica::new(&n("r1"), &topology(), cfg, Log::default());
     let mut msgs = behind
         .handle(n("l1"), ReplicaMsg::Compacted { below: 10 })
@@ -432,12 +434,7 @@ fn an_installed_snapshot_is_kept_under_the_slot_its_image_covers() {
 fn a_lost_chunk_is_asked_for_again_and_a_duplicate_is_ignored() {
     let cfg = small_snapshots();
     let retry = cfg.retry_ticks;
-    let mut ahead = Replica::new(&n("r2"), &topology(), cfg.clone(), Log::default());
-    for slot in 0..4 {
-        if let Some(s) = decide(&mut ahead, slot, vec![cmd(9, slot + 1, 100 + slot)]).snapshot {
-            ahead.snapshot_durable(s);
-        }
-    }
+    let mut ahead = four_slots_snapshotted(&cfg);
     let mut behind = Replica::new(&n("r1"), &topology(), cfg, Log::default());
     let serve = |ahead: &mut Replica<Log>, out: Vec<(NodeId, Message)>| -> Vec<ReplicaMsg> {
         out.into_iter()
