@@ -517,19 +517,21 @@ fn scan(path: &Path) -> Result<Scan, StorageError> {
                 ),
             ));
         }
-        let runs_past_end = buf.get(off..off + 4).is_none_or(|l| {
-            off + 8 + u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize > buf.len()
-        });
-        if format >= 3 && runs_past_end && !torn_at(&buf, off, format) {
-            return Err(corrupt(
-                off as u64,
-                format!(
-                    "{reason}; it runs past the end of the file, which no write does: the \
-                     file was cut short"
-                ),
-            ));
-        }
         if !torn_at(&buf, off, format) {
+            let runs_past_end = buf.get(off..off + 4).is_none_or(|l| {
+                off + 8 + u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize > buf.len()
+            });
+            if runs_past_end {
+                // Only format 3 gets here with such a record: before it,
+                // an extent past the end counted as torn.
+                return Err(corrupt(
+                    off as u64,
+                    format!(
+                        "{reason}; it runs past the end of the file, which no write does: \
+                         the file was cut short"
+                    ),
+                ));
+            }
             return Err(corrupt(
                 off as u64,
                 format!(
